@@ -1,0 +1,170 @@
+"""Typed, validated configuration: `Params` (params.yaml) and `Settings` (environment).
+
+params.yaml is read once, here, into frozen pydantic models with `extra="forbid"`, so a typo is an
+error that names the key. Stages receive the sub-model they need, never the raw dict.
+Environment settings (where MLflow lives, ...) are separate: they describe the machine, not the
+experiment, and do not belong in a DVC-tracked file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+BUILTIN_DATASETS = ("breast_cancer", "wine")
+ModelType = Literal["logistic_regression", "random_forest", "gradient_boosting"]
+Metric = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"]
+LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseParams(_Section):
+    seed: int = Field(description="one seed for the split and every estimator")
+
+
+class DataParams(_Section):
+    source: str = Field(
+        description="'builtin:breast_cancer', 'builtin:wine', or a .csv/.parquet path"
+    )
+    target: str = Field(min_length=1)
+    test_size: float = Field(gt=0.0, lt=1.0)
+    expectations: Path = Field(description="Great Expectations suite (JSON) run on the raw data")
+    prepared_dir: Path = Path("data/prepared")
+
+    @model_validator(mode="after")
+    def _source_exists(self) -> DataParams:
+        if self.source.startswith("builtin:"):
+            name = self.source.removeprefix("builtin:")
+            if name not in BUILTIN_DATASETS:
+                raise ValueError(f"unknown built-in data set {name!r}; allowed: {BUILTIN_DATASETS}")
+        else:
+            path = Path(self.source)
+            if path.suffix.lower() not in {".csv", ".parquet"}:
+                raise ValueError(f"source {self.source!r} must end in .csv or .parquet")
+            if not path.is_file():
+                raise ValueError(f"source file {self.source!r} does not exist")
+        if not self.expectations.is_file():
+            raise ValueError(f"expectations suite {str(self.expectations)!r} does not exist")
+        return self
+
+
+class LogisticRegressionParams(_Section):
+    C: float = Field(default=1.0, gt=0)
+    max_iter: int = Field(default=1000, ge=1)
+
+
+class RandomForestParams(_Section):
+    n_estimators: int = Field(default=200, ge=1)
+    max_depth: int | None = Field(default=None, ge=1)
+    min_samples_leaf: int = Field(default=1, ge=1)
+
+
+class GradientBoostingParams(_Section):
+    n_estimators: int = Field(default=100, ge=1)
+    learning_rate: float = Field(default=0.1, gt=0)
+    max_depth: int = Field(default=3, ge=1)
+
+
+class TrainParams(_Section):
+    model: ModelType
+    experiment: str = Field(min_length=1)
+    registered_model_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    model_dir: Path = Path("models")
+    logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
+    random_forest: RandomForestParams = RandomForestParams()
+    gradient_boosting: GradientBoostingParams = GradientBoostingParams()
+
+
+class Gate(_Section):
+    """One metric's gate, in the manner of MLflow's MetricThreshold.
+
+    `threshold` is absolute. Against the champion, `min_absolute_change` and
+    `min_relative_change` bound candidate - champion (in the metric's better direction);
+    negative values are tolerated regressions, positive values demand an improvement.
+    """
+
+    threshold: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    greater_is_better: bool | None = None
+
+
+class ChampionParams(_Section):
+    enabled: bool = True
+    alias: str = "production"
+
+
+class ValidateParams(_Section):
+    gates: dict[Metric, Gate]
+    champion: ChampionParams = ChampionParams()
+    golden_rows: Annotated[int, Field(ge=1, le=1000)] = 40
+    metrics_file: Path = Path("metrics/holdout.json")
+    plots_dir: Path = Path("plots")
+
+
+class Params(_Section):
+    base: BaseParams
+    data: DataParams
+    train: TrainParams
+    validate_: ValidateParams = Field(alias="validate")
+
+
+class Settings(BaseSettings):
+    """Machine settings from the environment; nothing here is part of an experiment."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    mlflow_tracking_uri: str = Field(
+        default="sqlite:///mlflow.db",
+        description="MLFLOW_TRACKING_URI; default: a SQLite store in the working directory",
+    )
+    mlflow_artifacts_dir: Path = Field(
+        default=Path("mlartifacts"),
+        description="MLFLOW_ARTIFACTS_DIR; where a local store keeps artifacts",
+    )
+
+
+def _describe(err: ValidationError, raw: object) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = key.replace("validate_", "validate")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see params.yaml in the template)"
+        value = e.get("input")
+        shown = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {value!r})"
+        parts.append(f"{key}: {msg}{shown}")
+    return "; ".join(parts)
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    """Read and validate params.yaml; any problem is a `ConfigError` naming the key."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found: run from the project root") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a mapping of sections (base, data, train, validate)")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"environment: {_describe(exc, None)}") from None

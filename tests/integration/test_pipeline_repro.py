@@ -1,0 +1,207 @@
+"""The template, copied to a temp dir and run with real `dvc repro`, real MLflow, real GX."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TEMPLATE_FILES = [
+    "pipeline",
+    "stages",
+    "expectations",
+    "data/raw",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".gitignore",
+    "pyproject.toml",
+]
+STAGES = ("prepare", "train", "validate")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{args} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(cwd, str(Path(sys.executable).parent / "dvc"), *args, check=check)
+
+
+def copy_template(source: Path, target: Path) -> Path:
+    target.mkdir(parents=True)
+    for name in TEMPLATE_FILES:
+        src = source / name
+        if src.is_dir():
+            shutil.copytree(src, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target / name)
+    run(target, "git", "init", "-q")
+    run(target, "git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", ".")
+    run(
+        target,
+        "git",
+        "-c",
+        "user.email=t@example.com",
+        "-c",
+        "user.name=t",
+        "commit",
+        "-qm",
+        "template",
+    )
+    dvc(target, "init", "-q")
+    return target
+
+
+@pytest.fixture(scope="module")
+def reproduced(template_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    work = copy_template(template_root, tmp_path_factory.mktemp("repro") / "project")
+    started = time.monotonic()
+    dvc(work, "repro")
+    return work, time.monotonic() - started
+
+
+def clone(reproduced: tuple[Path, float], tmp_path: Path) -> Path:
+    target = tmp_path / "project"
+    shutil.copytree(reproduced[0], target, symlinks=True)
+    return target
+
+
+def mlflow_client(work: Path):  # type: ignore[no-untyped-def]
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+
+
+def test_repro_writes_every_output_and_registers_a_candidate(
+    reproduced: tuple[Path, float],
+) -> None:
+    work, seconds = reproduced
+    print(f"cold dvc repro: {seconds:.1f} s")
+    for out in (
+        "data/prepared/train.parquet",
+        "data/prepared/test.parquet",
+        "models/model.pkl",
+        "models/model.json",
+        "metrics/holdout.json",
+        "reports/golden.json",
+        "reports/data_docs/index.html",
+        "plots/roc.png",
+        "plots/confusion.csv",
+    ):
+        assert (work / out).is_file(), out
+    card = json.loads((work / "models/model.json").read_text())
+    assert card["classes"] == [0, 1] and len(card["features"]) == 30
+    assert len(card["data_hash"]) > 8 and card["data_hash"] != "unknown"
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    assert card["data_hash"] == lock["stages"]["prepare"]["outs"][0]["md5"]
+    client = mlflow_client(work)
+    version = client.get_model_version(card["model_name"], card["model_version"])
+    assert version.run_id == card["run_id"] and "candidate" in version.aliases
+    run_data = client.get_run(card["run_id"]).data
+    assert run_data.params["model"] == "logistic_regression"
+    assert run_data.tags["dvc.data_hash"] == card["data_hash"]
+    metrics = json.loads((work / "metrics/holdout.json").read_text())
+    assert run_data.metrics["holdout_roc_auc"] == pytest.approx(metrics["roc_auc"])
+    assert metrics["roc_auc"] > 0.95
+    golden = json.loads((work / "reports/golden.json").read_text())
+    assert len(golden["rows"]) == 40
+
+
+def test_second_repro_runs_nothing_and_is_fast(
+    reproduced: tuple[Path, float], tmp_path: Path
+) -> None:
+    work = clone(reproduced, tmp_path)
+    started = time.monotonic()
+    done = dvc(work, "repro")
+    elapsed = time.monotonic() - started
+    print(f"no-op dvc repro: {elapsed:.2f} s")
+    assert "didn't change, skipping" in done.stdout
+    assert not any(f"Running stage '{s}'" in done.stdout for s in STAGES)
+    assert elapsed < 5
+
+
+def test_changing_only_a_threshold_reruns_only_validate(
+    reproduced: tuple[Path, float], tmp_path: Path
+) -> None:
+    work = clone(reproduced, tmp_path)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["validate"]["gates"]["accuracy"]["threshold"] = 0.85
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = dvc(work, "repro")
+    ran = [s for s in STAGES if f"Running stage '{s}'" in done.stdout]
+    assert ran == ["validate"]
+
+
+def test_impossible_gate_fails_validate_prints_the_table_and_sets_no_alias(
+    reproduced: tuple[Path, float], tmp_path: Path
+) -> None:
+    work = clone(reproduced, tmp_path)
+    card = json.loads((work / "models/model.json").read_text())
+    client = mlflow_client(work)
+    client.delete_registered_model_alias(card["model_name"], "candidate")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["validate"]["gates"]["accuracy"]["threshold"] = 0.9999
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = dvc(work, "repro", check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "quality gates" in output and "FAIL" in output and "0.9999" in output
+    assert "failed 1 quality gate" in output
+    assert "Traceback" not in output
+    assert client.get_model_version(card["model_name"], card["model_version"]).aliases == []
+
+
+@pytest.mark.parametrize(
+    ("corruption", "named"),
+    [
+        ("nulls", "expect_column_values_to_not_be_null: column 'mean radius'"),
+        ("out_of_range", "expect_column_values_to_be_between: column 'mean area'"),
+        ("missing_column", "expect_table_columns_to_match_set"),
+    ],
+)
+def test_corrupted_data_fails_prepare_naming_the_expectation_and_nothing_downstream_runs(
+    template_root: Path, tmp_path: Path, corruption: str, named: str
+) -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    work = copy_template(template_root, tmp_path / "project")
+    frame = load_breast_cancer(as_frame=True).frame
+    if corruption == "nulls":
+        frame.loc[:9, "mean radius"] = None
+    elif corruption == "out_of_range":
+        frame.loc[:2, "mean area"] = 1e9
+    else:
+        frame = frame.drop(columns=["worst symmetry"])
+    frame.to_csv(work / "data/raw/cancer.csv", index=False)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["source"] = "data/raw/cancer.csv"
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = dvc(work, "repro", check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert named in output
+    assert "reports/data_docs/index.html" in output
+    assert "Running stage 'train'" not in output
+    assert not (work / "models").exists()
+    assert "Traceback" not in output
