@@ -39,14 +39,37 @@ lock: ## re-resolve requirements/*.in into the lock files (serving first: it con
 	cd requirements && ../$(UV) pip compile pipeline.in -c serving.lock $(LOCK_FLAGS) -o pipeline.lock
 	cd requirements && ../$(UV) pip compile dev.in -c pipeline.lock $(LOCK_FLAGS) -o dev.lock
 
+# Prints "BASE FALLBACK" from params.yaml (validated); a bad params.yaml is one line, no traceback.
+IMAGE_REFS = $(PY) -c 'import sys; sys.excepthook = lambda t, e, tb: print(f"error: {e}", file=sys.stderr); from pipeline.config import load_params; i = load_params().image; print(i.base, i.fallback_base)'
+
+.PHONY: docker
+docker: ## make sure a Docker engine answers (root Debian: installs docker.io, starts dockerd)
+	@scripts/ensure-docker.sh
+
+.PHONY: base-image
+base-image: install docker ## build image.fallback_base from Debian packages if image.base is absent and unpullable
+	@refs=$$($(IMAGE_REFS)) || exit 1; set -- $$refs; \
+	if docker image inspect "$$1" >/dev/null 2>&1; then \
+		echo "base-image: $$1 is present; nothing to build"; \
+	elif timeout 300 docker pull "$$1" >/dev/null 2>&1; then \
+		echo "base-image: pulled $$1"; \
+	else \
+		echo "base-image: $$1 is neither present nor pullable: using $$2, built from Debian packages"; \
+		scripts/build-base-image.sh "$$2"; \
+	fi
+
+.PHONY: wheels
+wheels: install ## download the wheels serving.lock pins for the image to build/wheels (the build needs no network)
+	@$(PY) -c 'import logging, sys; sys.excepthook = lambda t, e, tb: print(f"error: {e}", file=sys.stderr); logging.basicConfig(level=logging.INFO, format="wheels: %(message)s"); from pipeline.steps.containerize import resolve_wheels; print(f"wheels: {resolve_wheels()} matches requirements/serving.lock")'
+
 .PHONY: repro
-repro: install ## run the whole pipeline (dvc repro); initialises git/DVC in a fresh copy
+repro: install docker base-image ## run the whole pipeline (dvc repro) up to a smoke-checked image; initialises git/DVC in a fresh copy
 	@test -d .git || git init -q
 	@test -d .dvc || $(BIN)/dvc init -q
 	$(BIN)/dvc repro
 
 .PHONY: test
-test: install ## run every test (unit, integration, e2e); slow ones included
+test: install docker base-image ## run every test (unit, integration, e2e, real Docker engine); slow ones included
 	$(BIN)/pytest
 
 .PHONY: test-unit

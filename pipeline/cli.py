@@ -99,6 +99,33 @@ def validate(params_file: ParamsFile = Path("params.yaml")) -> None:
     _gate_table(verdict.rows, console=out)
 
 
+@app.command()
+def containerize(params_file: ParamsFile = Path("params.yaml")) -> None:
+    """Build the serving image (Docker Engine API), check its size, smoke-test it."""
+    from pipeline.steps.containerize import containerize as step
+
+    _logging()
+    params = _run(lambda: config.load_params(params_file))
+    _run(lambda: step(params))
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[
+        Path, typer.Option(help="folder with model.json, model.pkl, model.onnx")
+    ] = Path("models"),
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+) -> None:
+    """Serve the model over HTTP (MLflow scoring protocol + Open Inference Protocol).
+
+    Other settings (workers, max rows, runtime, log level) come from SERVING_* variables.
+    """
+    from pipeline.serving import server
+
+    server.serve(model_dir=model_dir, host=host, port=port)
+
+
 @app.command("suggest-expectations")
 def suggest_expectations(
     output: Annotated[Path, typer.Option(help="where to write the suite")],

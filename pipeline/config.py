@@ -111,11 +111,38 @@ class ValidateParams(_Section):
     plots_dir: Path = Path("plots")
 
 
+class ImageParams(_Section):
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+    base: str = Field(min_length=1, description="BASE_IMAGE; pulled if absent")
+    fallback_base: str = Field(
+        min_length=1, description="used when `base` is neither present nor pullable"
+    )
+    max_size_mb: float = Field(gt=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+    smoke_timeout_s: float = Field(default=60, gt=0)
+
+
+class ContractParams(_Section):
+    """Budgets for the contract tests run against the built container."""
+
+    latency_p95_ms: float = Field(gt=0, description="p95 of sequential 1-row requests")
+    latency_requests: int = Field(default=300, ge=20)
+    time_to_ready_s: float = Field(gt=0, description="container start to ready")
+    fuzz_cases: int = Field(default=500, ge=1, description="schemathesis cases, at least")
+    memory_mb: int = Field(default=512, ge=64, description="container memory limit")
+    cpus: float = Field(default=1.0, gt=0, description="container CPU limit")
+    sklearn_tolerance: float = Field(
+        default=1e-9, ge=0, description="max |p - p_golden| when serving with scikit-learn"
+    )
+
+
 class Params(_Section):
     base: BaseParams
     data: DataParams
     train: TrainParams
     validate_: ValidateParams = Field(alias="validate")
+    image: ImageParams
+    contract: ContractParams
 
 
 class Settings(BaseSettings):

@@ -41,3 +41,7 @@ class GateFailed(PipelineError):
 
 class TrackingError(PipelineError):
     """The MLflow tracking/registry store refused or could not be reached."""
+
+
+class ImageError(PipelineError):
+    """The engine, the base image, the build, the size budget or the smoke check failed."""

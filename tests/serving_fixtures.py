@@ -1,4 +1,5 @@
-"""Build a model directory exactly as docs/model-card.md describes, for serving tests.
+"""Serving test helpers: a model directory built exactly as docs/model-card.md describes, an
+in-process ASGI client, and a real server process on a free port.
 
 A scikit-learn Pipeline (StandardScaler + LogisticRegression) trained on the breast-cancer data
 that ships inside scikit-learn, fitted on a DataFrame as the train stage fits it, written as
@@ -8,13 +9,21 @@ that ships inside scikit-learn, fitted on a DataFrame as the train stage fits it
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
 import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
@@ -24,6 +33,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.onnx_export import check_parity, to_onnx
+from pipeline.serving import ServingApp, Settings, create_app
+
+REPO = Path(__file__).resolve().parents[1]
 
 MODEL_NAME = "breast-cancer-classifier"
 MODEL_VERSION = "3"
@@ -112,3 +124,96 @@ def build_model_dir(root: Path, *, onnx: bool = True, golden_rows: int = 60) -> 
     return ModelDir(
         root=root, models=models, features=features, classes=classes, golden=golden, card=card
     )
+
+
+class Client:
+    """Synchronous facade over httpx's ASGI transport, one event loop per client."""
+
+    def __init__(self, app: ServingApp) -> None:
+        self.app = app
+        self._loop = asyncio.new_event_loop()
+        transport = httpx.ASGITransport(app=app)
+        self._client = httpx.AsyncClient(transport=transport, base_url="http://serving.test")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self._loop.run_until_complete(self._client.request(method, path, **kwargs))
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._client.aclose())
+        self._loop.close()
+
+
+def ready_client(model_dir: Path, **settings: Any) -> Client:
+    app = create_app(model_dir=model_dir, settings=Settings(**settings))
+    app.start()
+    assert app.state.wait(30), app.state.error
+    return Client(app)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    started: float
+    stderr: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Seconds from process start to the first 200 from /v2/health/ready."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.logs()
+            try:
+                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"server not ready in {timeout} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+
+def start_server(model_dir: Path, tmp_path: Path, **env: str) -> Server:
+    port = free_port()
+    stderr = tmp_path / f"server-{port}.log"
+    environ = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "SERVING_HOST": "127.0.0.1",
+        "SERVING_PORT": str(port),
+        **env,
+    }
+    with stderr.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.serving", str(model_dir)],
+            env=environ,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return Server(process=process, port=port, started=time.monotonic(), stderr=stderr)

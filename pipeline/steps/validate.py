@@ -45,7 +45,9 @@ def validate(params: Params, settings: Settings) -> Verdict:
         elif found is None:
             log.info("no champion holds @%s yet: thresholds only", params.validate_.champion.alias)
     rows = gates.evaluate(
-        gates={str(k): v for k, v in params.validate_.gates.items()}, candidate=scores, champion=champion_scores
+        gates={str(k): v for k, v in params.validate_.gates.items()},
+        candidate=scores,
+        champion=champion_scores,
     )
     tracking.log_evaluation(
         run_id=candidate.run_id, metrics=scores, files=[params.validate_.metrics_file, *plots]

@@ -16,6 +16,9 @@ import yaml
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TEMPLATE_FILES = [
+    "Dockerfile",
+    ".dockerignore",
+    "requirements",
     "pipeline",
     "stages",
     "expectations",

@@ -1,0 +1,228 @@
+"""Read what the train and validate stages hand to serving (docs/model-card.md).
+
+``model.json`` is the model card, ``golden.json`` the validated rows with their expected
+answers, ``holdout.json`` the holdout metrics. Every problem is a :class:`ModelLoadError` naming
+the file and the key, because a server that cannot read these must say why it never gets ready.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from pipeline.serving.errors import ModelLoadError
+
+__all__ = ["Feature", "Golden", "ModelCard", "OnnxEntry", "read_bytes_verified", "read_card"]
+
+#: Feature dtypes the card may declare; every one is served as float64 columns.
+NUMERIC_DTYPES = frozenset({"float64", "float32", "int64", "int32", "int16", "int8"})
+Label = int | str
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    dtype: str
+
+    @property
+    def integer(self) -> bool:
+        return self.dtype.startswith("int")
+
+
+@dataclass(frozen=True)
+class OnnxEntry:
+    file: str
+    sha256: str
+    max_abs_diff: float
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model_name: str
+    model_version: str
+    run_id: str
+    model_file: str
+    sha256: str
+    onnx: OnnxEntry | None
+    model_type: str
+    target: str
+    features: tuple[Feature, ...]
+    classes: tuple[Label, ...]
+    git_commit: str
+    data_hash: str
+    library_versions: dict[str, str]
+    created: str
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(feature.name for feature in self.features)
+
+
+@dataclass(frozen=True)
+class Golden:
+    """Golden rows as a matrix ordered like the card's features, with the validated answers."""
+
+    x: npt.NDArray[np.float64]
+    labels: tuple[Label, ...]
+    probabilities: npt.NDArray[np.float64]
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} does not exist") from None
+    except orjson.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from None
+
+
+def read_bytes_verified(path: Path, *, sha256: str) -> bytes:
+    """Return the file's bytes only if they hash to ``sha256`` (the bytes loaded are the ones
+    hashed, so the file cannot change between check and use)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} does not exist") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256.lower():
+        raise ModelLoadError(
+            f"sha256 of {path} is {actual} but model.json records {sha256}: the file is not "
+            "the one the train stage wrote (tampered or stale); refusing to serve it"
+        )
+    return data
+
+
+def read_card(model_dir: Path) -> ModelCard:
+    path = model_dir / "model.json"
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object")
+    where = str(path)
+    features = _get(raw, "features", list, where)
+    if not features:
+        raise ModelLoadError(f"{where}: 'features' is empty")
+    parsed: list[Feature] = []
+    for i, item in enumerate(features):
+        if not isinstance(item, dict):
+            raise ModelLoadError(f"{where}: features[{i}] must be an object")
+        name = _get(item, "name", str, f"{where} features[{i}]")
+        dtype = _get(item, "dtype", str, f"{where} features[{i}]")
+        if dtype not in NUMERIC_DTYPES:
+            raise ModelLoadError(
+                f"{where}: feature {name!r} has dtype {dtype!r}; serving handles "
+                f"{', '.join(sorted(NUMERIC_DTYPES))}"
+            )
+        parsed.append(Feature(name=name, dtype=dtype))
+    names = [feature.name for feature in parsed]
+    if len(set(names)) != len(names):
+        raise ModelLoadError(f"{where}: feature names repeat")
+    classes = _get(raw, "classes", list, where)
+    if not classes or not all(
+        isinstance(c, int | str) and not isinstance(c, bool) for c in classes
+    ):
+        raise ModelLoadError(f"{where}: 'classes' must be a non-empty list of ints or strings")
+    onnx_raw = raw.get("onnx", ...)
+    if onnx_raw is ...:
+        raise ModelLoadError(f"{where}: missing key 'onnx' (null when there is no ONNX model)")
+    onnx = None
+    if onnx_raw is not None:
+        if not isinstance(onnx_raw, dict):
+            raise ModelLoadError(f"{where}: 'onnx' must be an object or null")
+        onnx = OnnxEntry(
+            file=_get(onnx_raw, "file", str, f"{where} onnx"),
+            sha256=_get(onnx_raw, "sha256", str, f"{where} onnx"),
+            max_abs_diff=float(_get(onnx_raw, "max_abs_diff", int | float, f"{where} onnx")),
+            tolerance=float(_get(onnx_raw, "tolerance", int | float, f"{where} onnx")),
+        )
+    versions = _get(raw, "library_versions", dict, where)
+    return ModelCard(
+        model_name=_get(raw, "model_name", str, where),
+        model_version=str(_get(raw, "model_version", str | int, where)),
+        run_id=_get(raw, "run_id", str, where),
+        model_file=_get(raw, "model_file", str, where),
+        sha256=_get(raw, "sha256", str, where),
+        onnx=onnx,
+        model_type=_get(raw, "model_type", str, where),
+        target=_get(raw, "target", str, where),
+        features=tuple(parsed),
+        classes=tuple(classes),
+        git_commit=_get(raw, "git_commit", str, where),
+        data_hash=_get(raw, "data_hash", str, where),
+        library_versions={str(k): str(v) for k, v in versions.items()},
+        created=_get(raw, "created", str, where),
+    )
+
+
+def find_golden(path: Path | None, model_dir: Path) -> Path | None:
+    """The golden rows the validate stage wrote: ``path`` if given, else the first that exists
+    of MODEL_DIR/golden.json and MODEL_DIR/../reports/golden.json."""
+    if path is not None:
+        return path
+    candidates = (model_dir / "golden.json", model_dir.parent / "reports" / "golden.json")
+    return next((c for c in candidates if c.exists()), None)
+
+
+def read_golden(path: Path | None, card: ModelCard) -> Golden | None:
+    """The golden rows, or None when the validate stage has not written them."""
+    if path is None:
+        return None
+    raw = read_json(path)
+    rows = raw.get("rows") if isinstance(raw, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise ModelLoadError(f"{path}: 'rows' must be a non-empty list")
+    names = card.feature_names
+    try:
+        x = np.array([[row["inputs"][name] for name in names] for row in rows], dtype=np.float64)
+        labels = tuple(row["label"] for row in rows)
+        probabilities = np.array([row["probabilities"] for row in rows], dtype=np.float64)
+    except KeyError as exc:
+        raise ModelLoadError(
+            f"{path}: a row lacks {exc} (features must match model.json)"
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{path}: rows are not numeric as model.json declares: {exc}"
+        ) from None
+    if probabilities.shape != (len(rows), len(card.classes)):
+        raise ModelLoadError(
+            f"{path}: probabilities have shape {probabilities.shape}, expected "
+            f"({len(rows)}, {len(card.classes)}) for classes {list(card.classes)}"
+        )
+    return Golden(x=x, labels=labels, probabilities=probabilities)
+
+
+def read_holdout(path: Path | None, model_dir: Path) -> dict[str, float] | None:
+    """Holdout metrics (flat JSON of floats), or None when no candidate file exists."""
+    candidates = (
+        [path]
+        if path
+        else [model_dir / "holdout.json", model_dir.parent / "metrics" / "holdout.json"]
+    )
+    for candidate in candidates:
+        if candidate.exists():
+            raw = read_json(candidate)
+            if not isinstance(raw, dict):
+                raise ModelLoadError(f"{candidate}: holdout metrics must be a JSON object")
+            return {str(k): float(v) for k, v in raw.items() if _is_number(v)}
+    return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _get(raw: dict[str, Any], key: str, kind: Any, where: str) -> Any:
+    if key not in raw:
+        raise ModelLoadError(f"{where}: missing key {key!r}")
+    value = raw[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ModelLoadError(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
+    return value

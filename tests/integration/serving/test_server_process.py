@@ -1,0 +1,124 @@
+"""The real server process: starts on a free port, gets ready, serves, shuts down gracefully
+on SIGTERM while a request is in flight, and never gets ready with a tampered model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from serving_fixtures import Server, start_server
+
+pytestmark = pytest.mark.integration
+
+
+def rows(model_dir: Any, n: int) -> list[list[float]]:
+    golden = model_dir.golden
+    return [[golden[i % len(golden)]["inputs"][f] for f in model_dir.features] for i in range(n)]
+
+
+def test_server_gets_ready_and_answers_both_protocols(server: Server, model_dir: Any) -> None:
+    seconds = server.wait_ready()
+    assert seconds < 10, f"ready after {seconds:.2f} s"
+    with httpx.Client(base_url=server.url) as client:
+        assert client.get("/v2/health/live").status_code == 200
+        predictions = client.post("/invocations", json={"inputs": rows(model_dir, 3)}).json()
+        assert predictions == {"predictions": [g["label"] for g in model_dir.golden[:3]]}
+        body = {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP64",
+                            "data": rows(model_dir, 1)}]}  # fmt: skip
+        infer = client.post("/v2/models/breast-cancer-classifier/infer", json=body)
+        assert infer.status_code == 200
+        assert (
+            client.post(
+                "/invocations", content=b"{", headers={"Content-Type": "application/json"}
+            ).status_code
+            == 400
+        )
+        assert client.get("/v2/health/ready").status_code == 200
+    access = [
+        json.loads(line)
+        for line in server.logs().splitlines()
+        if '"pipeline.serving.access"' in line
+    ]
+    assert {(a["method"], a["path"], a["status"]) for a in access} >= {
+        ("POST", "/invocations", 200),
+        ("POST", "/invocations", 400),
+    }
+
+
+def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(
+    server: Server, model_dir: Any
+) -> None:
+    server.wait_ready()
+    body = json.dumps({"inputs": rows(model_dir, 2000)}).encode()
+    head = (
+        f"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + body[: len(body) // 2])  # a slow client: half the batch so far
+        time.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.process.poll() is None, "exited with a request in flight"
+        with pytest.raises(OSError):  # no longer accepting new connections
+            socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+        sock.sendall(body[len(body) // 2 :])
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    status_line, _, rest = response.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 200 OK", response[:300]
+    payload = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert len(payload["predictions"]) == 2000
+    assert server.process.wait(15) == 0, server.logs()
+
+
+def test_tampered_model_never_becomes_ready_and_the_process_logs_why(
+    model_dir: Any, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir.root, copy)
+    with (copy / "models" / "model.pkl").open("ab") as handle:
+        handle.write(b"tampered")
+    server = start_server(copy / "models", tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while "never be ready" not in server.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "sha256" in server.logs()
+        for _ in range(5):
+            assert httpx.get(server.url + "/v2/health/ready").status_code == 503
+            assert httpx.get(server.url + "/v2/health/live").status_code == 200
+            time.sleep(0.1)
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_two_workers_keep_alive_requests_do_not_pay_the_nagle_delay(
+    model_dir: Any, tmp_path: Path
+) -> None:
+    """uvicorn #3149: asyncio/h11 workers lose TCP_NODELAY and add ~40 ms per keep-alive
+    request; uvloop + httptools must not."""
+    server = start_server(model_dir.models, tmp_path, SERVING_WORKERS="2")
+    try:
+        server.wait_ready()
+        body = {"inputs": rows(model_dir, 1)}
+        with httpx.Client(base_url=server.url) as client:
+            client.post("/invocations", json=body)
+            timings = []
+            for _ in range(40):
+                started = time.perf_counter()
+                assert client.post("/invocations", json=body).status_code == 200
+                timings.append(time.perf_counter() - started)
+        timings.sort()
+        assert timings[len(timings) // 2] < 0.02, f"median {timings[len(timings) // 2]:.4f} s"
+    finally:
+        assert server.stop() == 0

@@ -1,0 +1,276 @@
+"""The `containerize` stage against a real Docker engine, on a temp copy of the template.
+
+The copy runs the real `dvc repro` (prepare -> train -> validate -> containerize). Its images get
+a name of their own (`image.name`), removed at the end; the build cache is the engine's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.image import Engine
+
+pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
+
+TEMPLATE_FILES = [
+    "pipeline",
+    "stages",
+    "expectations",
+    "data/raw",
+    "requirements",
+    "scripts",
+    "dvc.yaml",
+    "params.yaml",
+    "Dockerfile",
+    ".dockerignore",
+    "Makefile",
+    ".dvcignore",
+    ".gitignore",
+    "pyproject.toml",
+]
+RUN_ID = uuid.uuid4().hex[:8]
+IMAGE_NAME = f"test-containerize-{RUN_ID}"
+TEST_BASE = f"local/test-base-{RUN_ID}:3.11"
+OCI = ("title", "source", "revision", "version", "created")
+NOT_SERVED = ("dvc", "great_expectations", "mlflow", "pandas", "pydantic", "pip", "setuptools")
+ML = {  # label -> model.json key
+    "ml.model.name": "model_name",
+    "ml.model.version": "model_version",
+    "ml.model.sha256": "sha256",
+    "ml.mlflow.run_id": "run_id",
+    "ml.dvc.data_hash": "data_hash",
+}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=1200)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{args} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(cwd, str(Path(sys.executable).parent / "dvc"), *args, check=check)
+
+
+def stage(cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(cwd, sys.executable, "-m", "stages.containerize", check=check)
+
+
+def set_image_params(work: Path, **values: str) -> None:
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["image"].update(values)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def image_json(work: Path) -> dict[str, Any]:
+    return dict(json.loads((work / "build/image.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    engine = Engine.connect()  # no engine: ImageError saying to run `make docker`
+    yield engine
+    client, base = engine.client, engine.image(TEST_BASE)
+    for tag in (t for image in client.images.list() for t in image.tags):
+        if tag.startswith(IMAGE_NAME):
+            client.images.remove(tag)  # with its untagged parents, unless shared
+    if base is not None:  # the builder stage's images sit on the test base too
+        for image in client.images.list(filters={"dangling": True}):
+            if image.attrs["RootFS"]["Layers"][:1] == base.layers[:1]:
+                client.images.remove(image.id)
+        client.images.remove(TEST_BASE)
+
+
+@pytest.fixture(scope="module")
+def project(
+    template_root: Path, tmp_path_factory: pytest.TempPathFactory, engine: Engine
+) -> tuple[Path, float]:
+    work = tmp_path_factory.mktemp("containerize") / "project"
+    work.mkdir()
+    for name in TEMPLATE_FILES:
+        source = template_root / name
+        if source.is_dir():
+            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, work / name)
+    set_image_params(work, name=IMAGE_NAME)
+    git = ("git", "-c", "user.email=t@example.com", "-c", "user.name=t")
+    run(work, "git", "init", "-q")
+    run(work, *git, "add", ".")
+    run(work, *git, "commit", "-qm", "template")
+    dvc(work, "init", "-q")
+    started = time.monotonic()
+    dvc(work, "repro")
+    return work, time.monotonic() - started
+
+
+def clone(project: tuple[Path, float], tmp_path: Path) -> Path:
+    target = tmp_path / "project"
+    shutil.copytree(project[0], target, symlinks=True)
+    return target
+
+
+def get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_repro_ends_with_a_labelled_non_root_image_that_turns_healthy_and_serves_its_labels(
+    project: tuple[Path, float], engine: Engine
+) -> None:
+    work, seconds = project
+    built = image_json(work)
+    print(f"dvc repro to a smoke-checked image: {seconds:.1f} s; image.json: {built}")
+    card = json.loads((work / "models/model.json").read_text())
+    holdout = json.loads((work / "metrics/holdout.json").read_text())
+    info = engine.image(built["image"])
+    assert info is not None and info.id == built["id"]
+    labels = info.labels
+    assert labels == built["labels"]
+    assert all(f"org.opencontainers.image.{k}" in labels for k in OCI)
+    head = run(work, "git", "rev-parse", "HEAD").stdout.strip()
+    assert labels["org.opencontainers.image.revision"] in (head, f"{head}-dirty")
+    assert labels["org.opencontainers.image.version"] == card["model_version"]
+    assert {label: labels[label] for label in ML} == {k: str(card[v]) for k, v in ML.items()}
+    assert card["data_hash"] not in ("", "unknown")
+    assert {k: float(labels[f"ml.metrics.holdout.{k}"]) for k in holdout} == holdout
+    assert labels["ml.serving.runtime"] == ("onnx" if card["onnx"] else "sklearn")
+    assert info.user and info.user.split(":")[0] not in ("0", "root")
+    config = engine.client.api.inspect_image(info.id)["Config"]
+    assert config["Healthcheck"]["Test"][0] == "CMD" and "/v2/health/ready" in str(config)
+    assert "8080/tcp" in config["ExposedPorts"] and config["StopSignal"] == "SIGTERM"
+    assert config["Entrypoint"][:3] == ["/opt/venv/bin/python", "-m", "pipeline.serving"]
+    assert built["size_mb"] <= built["max_size_mb"] and built["smoke"]["label"] in card["classes"]
+
+    container = engine.client.containers.run(
+        built["image"], detach=True, ports={"8080/tcp": ("127.0.0.1", None)}
+    )
+    try:
+        started, status = time.monotonic(), "starting"
+        while status != "healthy" and time.monotonic() - started < 60:
+            time.sleep(0.5)
+            container.reload()
+            status = container.attrs["State"]["Health"]["Status"]
+        print(f"health check turned {status} after {time.monotonic() - started:.1f} s")
+        assert status == "healthy", container.logs().decode()[-3000:]
+        assert container.exec_run(["id", "-u"]).output.decode().strip() == "10001"
+        probe = "import importlib.util as u; print([m for m in SKIP if u.find_spec(m)])"
+        found = container.exec_run(["python", "-c", f"SKIP = {NOT_SERVED!r}; {probe}"])
+        assert found.output.decode().strip() == "[]"  # only what serving needs
+        assert container.exec_run(["sh", "-c", "command -v gcc cc pip"]).exit_code != 0
+        port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
+        metadata = get(f"http://127.0.0.1:{port}/metadata")
+    finally:
+        container.remove(force=True)
+    assert metadata["model_name"] == labels["ml.model.name"]
+    assert metadata["model_version"] == labels["ml.model.version"]
+    assert metadata["run_id"] == labels["ml.mlflow.run_id"]
+    assert metadata["sha256"] == labels["ml.model.sha256"]
+    assert metadata["data_hash"] == labels["ml.dvc.data_hash"]
+    assert metadata["runtime"]["name"] == labels["ml.serving.runtime"]
+    assert metadata["holdout_metrics"] == {
+        k[len("ml.metrics.holdout.") :]: float(v)
+        for k, v in labels.items()
+        if k.startswith("ml.metrics.holdout.")
+    }
+
+
+def test_unchanged_inputs_skip_the_build(project: tuple[Path, float]) -> None:
+    work = project[0]
+    before = image_json(work)
+    started = time.monotonic()
+    done = dvc(work, "repro", "--force", "--single-item", "containerize")
+    elapsed = time.monotonic() - started
+    after = image_json(work)
+    print(f"forced containerize with unchanged inputs: {elapsed:.1f} s")
+    assert "build skipped" in done.stdout + done.stderr
+    assert after["build"] is None
+    assert after["id"] == before["id"] and after["image"] == before["image"]
+
+
+def test_a_code_only_change_rebuilds_only_the_layers_above_the_code(
+    project: tuple[Path, float], tmp_path: Path, engine: Engine
+) -> None:
+    work = clone(project, tmp_path)
+    before = image_json(work)
+    with (work / "pipeline/serving/errors.py").open("a") as handle:
+        handle.write("\n# a code-only change\n")
+    done = dvc(work, "repro")
+    stages = ("prepare", "train", "validate", "containerize")
+    assert [s for s in stages if f"Running stage '{s}'" in done.stdout] == ["containerize"]
+    after = image_json(work)
+    assert after["image"] != before["image"]
+    old, new = engine.image(before["image"]), engine.image(after["image"])
+    assert old is not None and new is not None and len(old.layers) == len(new.layers)
+    shared = 0
+    while shared < len(new.layers) and new.layers[shared] == old.layers[shared]:
+        shared += 1
+    # The top three layers are code, model, golden/holdout: everything below must be reused.
+    assert shared == len(new.layers) - 3, (shared, len(new.layers))
+    build = after["build"]
+    print(
+        f"code-only rebuild: {build['seconds']:.1f} s, {len(build['cached'])} of {build['steps']} "
+        f"steps from the cache; {shared} of {len(new.layers)} layers reused"
+    )
+    # Not cached: ARG, 2 x FROM (never are), then code, model, golden/holdout and the labels.
+    assert len(build["cached"]) == build["steps"] - 7
+
+
+def test_a_broken_model_fails_the_smoke_check_and_shows_the_container_log(
+    project: tuple[Path, float], tmp_path: Path, engine: Engine
+) -> None:
+    work = clone(project, tmp_path)
+    with (work / "models/model.pkl").open("ab") as handle:
+        handle.write(b"\0")
+    done = stage(work, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "smoke check of" in output and "container log" in output
+    assert "sha256 of /opt/model/model.pkl" in output  # the container's own words
+    assert "Traceback" not in output
+    ref = output.split("smoke check of ")[1].split()[0]
+    assert ref.startswith(IMAGE_NAME) and engine.image(ref) is None  # a failed image loses its tag
+
+
+def test_with_the_base_absent_the_stage_says_so_and_make_base_image_builds_it(
+    project: tuple[Path, float], tmp_path: Path, engine: Engine
+) -> None:
+    work = clone(project, tmp_path)
+    fallback = TEST_BASE
+    set_image_params(work, base=f"local/absent-{RUN_ID}:3.11", fallback_base=fallback)
+    done = stage(work, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in output
+    assert "neither present nor pullable" in output and "make base-image" in output
+    venv = Path(sys.executable).parent.parent
+    started = time.monotonic()
+    made = run(work, "make", "-o", "install", f"VENV={venv}", "base-image")
+    print(f"make base-image: {time.monotonic() - started:.0f} s\n{made.stdout}{made.stderr}")
+    assert engine.image(fallback) is not None
+    done = stage(work)
+    assert f"using the air-gapped fallback {fallback}" in done.stdout + done.stderr
+    base = engine.image(fallback)
+    assert base is not None
+    assert image_json(work)["base"] == {"ref": fallback, "id": base.id, "fallback": True}
