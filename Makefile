@@ -60,13 +60,27 @@ base-image: install docker ## build image.fallback_base from Debian packages if 
 
 .PHONY: wheels
 wheels: install ## download the wheels serving.lock pins for the image to build/wheels (the build needs no network)
-	@$(PY) -c 'import logging, sys; sys.excepthook = lambda t, e, tb: print(f"error: {e}", file=sys.stderr); logging.basicConfig(level=logging.INFO, format="wheels: %(message)s"); from pipeline.steps.containerize import resolve_wheels; print(f"wheels: {resolve_wheels()} matches requirements/serving.lock")'
+	$(BIN)/pipeline wheels
 
 .PHONY: repro
 repro: install docker base-image ## run the whole pipeline (dvc repro) up to a smoke-checked image; initialises git/DVC in a fresh copy
 	@test -d .git || git init -q
 	@test -d .dvc || $(BIN)/dvc init -q
 	$(BIN)/dvc repro
+
+.PHONY: contract-test
+contract-test: install docker ## run the contract suite against the built image (build/image.json); writes build/contract-report.json
+	$(BIN)/pipeline contract-test
+
+REGISTRY_PORT ?= 5000
+.PHONY: registry
+registry: ## start a local OCI registry on 127.0.0.1:5000 (REGISTRY_PORT; installs Debian's docker-registry); see docs/release.md
+	@REGISTRY_PORT=$(REGISTRY_PORT) scripts/registry.sh start
+	@echo "registry: for the release commands: export REGISTRY=127.0.0.1:$(REGISTRY_PORT) REGISTRY_INSECURE=true IMAGE_REPOSITORY=<owner>/<name>"
+
+.PHONY: registry-stop
+registry-stop: ## stop the local registry (its storage stays until you delete it)
+	@REGISTRY_PORT=$(REGISTRY_PORT) scripts/registry.sh stop
 
 .PHONY: test
 test: install docker base-image ## run every test (unit, integration, e2e, real Docker engine); slow ones included
@@ -76,11 +90,30 @@ test: install docker base-image ## run every test (unit, integration, e2e, real 
 test-unit: install ## run the fast unit tests only
 	$(BIN)/pytest tests/unit
 
+WORKFLOWS := $(wildcard .github/workflows/*.yml)
 .PHONY: lint
-lint: install ## ruff + mypy --strict on pipeline/
+lint: install ## ruff, mypy --strict on pipeline/, hadolint (Dockerfile), actionlint + schema (workflows)
 	$(BIN)/ruff check pipeline stages tests
 	$(BIN)/ruff format --check pipeline stages tests
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	$(if $(WORKFLOWS),$(BIN)/actionlint $(WORKFLOWS))
+	$(if $(WORKFLOWS),$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS))
+
+EVENT ?= push
+.PHONY: workflows
+workflows: install docker ## run the GitHub workflows here with act (EVENT=push; WORKFLOW=promote.yml EVENT=workflow_dispatch ARGS="--input k=v ..."); see README "CI/CD"
+	$(PY) -m tests.e2e.act $(EVENT) $(if $(WORKFLOW),--workflow $(WORKFLOW)) $(ARGS)
+
+BENCH_ARGS ?=
+.PHONY: bench
+bench: install docker base-image ## benchmark vs MLflow/BentoML (serving, startup, size, pipeline, promotion) -> bench/results.md (~15 min; BENCH_ARGS=--quick)
+	@command -v wrk >/dev/null 2>&1 || { \
+		[ "$$(id -u)" = 0 ] && [ -r /etc/debian_version ] || { echo "bench: wrk is missing: sudo apt-get install wrk" >&2; exit 1; }; \
+		echo "bench: installing Debian's wrk (the load generator)"; \
+		apt-cache policy wrk 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get -qq update >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends wrk >/dev/null; }
+	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: mlflow-ui
 mlflow-ui: install ## browse runs and registered models at http://127.0.0.1:5000

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
@@ -157,6 +165,41 @@ class Settings(BaseSettings):
     mlflow_artifacts_dir: Path = Field(
         default=Path("mlartifacts"),
         description="MLFLOW_ARTIFACTS_DIR; where a local store keeps artifacts",
+    )
+    # The release flow (push, attest, promote, rollback): see docs/release.md.
+    registry: str = Field(
+        default="ghcr.io",
+        pattern=r"^[A-Za-z0-9.\-]+(:[0-9]+)?$",
+        description="REGISTRY; host[:port] of the OCI registry, e.g. 127.0.0.1:5000",
+    )
+    image_repository: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$",
+        description="IMAGE_REPOSITORY; e.g. acme/breast-cancer-classifier (required to release)",
+    )
+    registry_insecure: bool = Field(
+        default=False, description="REGISTRY_INSECURE; plain HTTP (a registry on loopback)"
+    )
+    registry_username: str | None = Field(default=None, description="REGISTRY_USERNAME")
+    registry_password: SecretStr | None = Field(
+        default=None, description="REGISTRY_PASSWORD; on GitHub Actions: the GITHUB_TOKEN"
+    )
+    registry_token: SecretStr | None = Field(
+        default=None, description="REGISTRY_TOKEN; a bearer token sent as is"
+    )
+    registry_timeout_s: float = Field(
+        default=30, gt=0, description="REGISTRY_TIMEOUT_S; per request to the registry"
+    )
+    deploy_dir: Path = Field(
+        default=Path("deploy"), description="DEPLOY_DIR; the desired state, one YAML per env"
+    )
+    promote_lock_timeout_s: float = Field(
+        default=120, ge=0, description="PROMOTE_LOCK_TIMEOUT_S; wait for a running promotion"
+    )
+    promoted_by: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMOTED_BY", "GITHUB_ACTOR"),
+        description="PROMOTED_BY (or GITHUB_ACTOR); default: the git user, else the login",
     )
 
 

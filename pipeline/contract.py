@@ -10,6 +10,7 @@ pushed, its digest; plus JUnit XML and the container's log beside it.
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import subprocess
 import sys
@@ -20,37 +21,19 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.error import URLError
-from urllib.request import urlopen
 
-from pipeline.config import ContractParams
-from pipeline.errors import PipelineError
+from pipeline.config import ContractParams, Params
+from pipeline.errors import ImageError, PipelineError
+from pipeline.image import Engine
+from pipeline.probe import PORT, SmokeFailed, wait_ready
 
+log = logging.getLogger("pipeline")
 REPORT_SCHEMA = "gitops-ml-pipeline/contract-report/v1"
-SERVING_PORT = 8080
 SUITE = Path("tests/contract")
 
 
 class ContractFailed(PipelineError):
     """The image did not honour its contract; the report says which checks failed."""
-
-
-def wait_ready(url: str, *, timeout: float, alive: Any) -> float:
-    """Seconds until GET url answers 200; raise if `alive()` turns false or time runs out."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if not alive():
-            raise ContractFailed("the container exited before it became ready")
-        try:
-            with urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return time.monotonic() - started
-        except (URLError, OSError):
-            pass
-        time.sleep(0.05)
-    raise ContractFailed(
-        f"not ready within contract.time_to_ready_s = {timeout:g} s ({url} never answered 200)"
-    )
 
 
 def _check_of(classname: str) -> str:
@@ -103,6 +86,7 @@ def run_suite(
         f"--image-labels={labels}",
         f"--contract-params={params}",
         f"--junitxml={junit}",
+        *("-o", "junit_family=xunit1"),  # xunit1 keeps the properties tests record
     ]
     return subprocess.run(command, check=False).returncode
 
@@ -146,4 +130,71 @@ def write_report(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def contract_test(
+    *, image_ref: str, params: Params, params_file: Path, out_dir: Path
+) -> dict[str, Any]:
+    """Start `image_ref`, run the suite against it, write the report; raise unless it passed."""
+    started = datetime.now(UTC)
+    budgets = params.contract
+    card_path, golden = params.train.model_dir / "model.json", Path("reports/golden.json")
+    card = json.loads(card_path.read_text())
+    engine = Engine.connect()
+    info = engine.image(image_ref)
+    if info is None:
+        raise ImageError(f"no image {image_ref!r} here: build it (`dvc repro`) or pull it first")
+    if info.labels.get("ml.model.sha256") != card["sha256"]:
+        raise ContractFailed(
+            f"{image_ref} holds model sha256 {info.labels.get('ml.model.sha256')}, but "
+            f"{card_path} is {card['sha256']}: test the image built from this workspace's model "
+            "(`dvc repro`, then build/image.json names it)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels_file, junit = out_dir / "contract-labels.json", out_dir / "contract-junit.xml"
+    container_log = out_dir / "contract-container.log"
+    labels_file.write_text(json.dumps(info.labels, indent=2) + "\n")
+    junit.unlink(missing_ok=True)
+    ready: float | None = None
+    error: str | None = None
+    log.info("starting %s (memory %d MB, %g CPU)", image_ref, budgets.memory_mb, budgets.cpus)
+    clock = time.monotonic()
+    with engine.run(image_ref, port=PORT, memory=f"{budgets.memory_mb}m", cpus=budgets.cpus) as box:
+        url = f"http://127.0.0.1:{box.host_port}"
+        try:
+            ready = wait_ready(box, url, started=clock, timeout=budgets.time_to_ready_s)
+            log.info("ready after %.2f s; running %s against %s", ready, SUITE, url)
+            run_suite(
+                base_url=url,
+                junit=junit,
+                model_card=card_path,
+                golden=golden,
+                labels=labels_file,
+                params=params_file,
+            )
+        except SmokeFailed as exc:
+            error = f"readiness: {exc}"
+        finally:
+            container_log.write_text(box.logs(tail=None) + "\n")
+    summary = summarize_junit(junit) if junit.is_file() else {}
+    if error is None and not junit.is_file():
+        error = "the contract suite did not run (no JUnit report)"
+    report = write_report(
+        path=out_dir / "contract-report.json",
+        image={"ref": image_ref, "id": info.id, "digests": info.digests, "labels": info.labels},
+        model={k: card[k] for k in ("model_name", "model_version", "run_id", "sha256")},
+        summary=summary,
+        time_to_ready_s=ready,
+        started=started,
+        tools=tool_versions(engine.describe()),
+        budgets=budgets,
+        error=error,
+    )
+    if report["verdict"] != "pass":
+        what = error or f"failed checks: {', '.join(report['failed'])}"
+        raise ContractFailed(
+            f"{image_ref} broke its contract: {what}. Report: {out_dir / 'contract-report.json'},"
+            f" container log: {container_log}"
+        )
     return report

@@ -51,6 +51,7 @@ class ImageInfo:
     size: int
     layers: list[str]  # RootFS diff ids, bottom first
     user: str
+    digests: list[str] = field(default_factory=list)  # registry@sha256:..., once pushed/pulled
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Engine:
             size=int(attrs.get("Size") or 0),
             layers=list((attrs.get("RootFS") or {}).get("Layers") or []),
             user=str(config.get("User") or ""),
+            digests=list(attrs.get("RepoDigests") or []),
         )
 
     def resolve_base(self, *, base: str, fallback: str) -> Base:
@@ -233,6 +235,47 @@ class Engine:
             finally:
                 container.remove(force=True)
 
+    def push(
+        self,
+        image_id: str,
+        *,
+        repository: str,
+        tags: list[str],
+        auth: Mapping[str, str] | None = None,
+    ) -> str:
+        """Name ``image_id`` ``repository:tag`` for each tag and push it; return the registry's
+        manifest digest (one image: every tag must get the same digest). ``auth`` is the
+        engine's auth config (username/password or registrytoken); None: the engine's own
+        (`docker login`). Layers the registry already has are not sent again."""
+        digests: set[str] = set()
+        for tag in tags:
+            self.client.api.tag(image_id, repository, tag=tag)
+            log.info("pushing %s:%s", repository, tag)
+            last: dict[str, Any] = {}
+            try:
+                for chunk in self.client.api.push(
+                    repository,
+                    tag=tag,
+                    stream=True,
+                    decode=True,
+                    auth_config=dict(auth) if auth else None,
+                ):
+                    if "error" in chunk or "errorDetail" in chunk:
+                        detail = chunk.get("error") or chunk["errorDetail"].get("message", "")
+                        raise ImageError(f"push of {repository}:{tag} failed: {detail.strip()}")
+                    if "Digest" in (chunk.get("aux") or {}):
+                        last = chunk["aux"]
+                    elif chunk.get("status") in ("Pushed", "Layer already exists"):
+                        log.debug("push: %s %s", chunk.get("id"), chunk["status"])
+            except DockerException as exc:
+                raise ImageError(f"push of {repository}:{tag} failed: {exc}") from None
+            if not last:
+                raise ImageError(f"the engine pushed {repository}:{tag} but reported no digest")
+            digests.add(str(last["Digest"]))
+        if len(digests) != 1:
+            raise ImageError(f"the tags of {image_id} got different digests: {sorted(digests)}")
+        return digests.pop()
+
 
 class Container:
     """A running container: where it listens, its state and its log."""
@@ -246,6 +289,7 @@ class Container:
         self._container.reload()
         return dict(self._container.attrs.get("State") or {})
 
-    def logs(self, *, tail: int = 60) -> str:
-        raw: bytes = self._container.logs(tail=tail)
+    def logs(self, *, tail: int | None = 60) -> str:
+        """The last ``tail`` lines of the container's output (None: all of it)."""
+        raw: bytes = self._container.logs(tail="all" if tail is None else tail)
         return raw.decode("utf-8", errors="replace").rstrip()

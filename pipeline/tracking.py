@@ -126,3 +126,45 @@ def champion(name: str, *, alias: str) -> tuple[str, Any] | None:
         return None
     model = mlflow.sklearn.load_model(f"models:/{name}@{alias}")
     return str(version.version), model
+
+
+@dataclass(frozen=True)
+class VersionState:
+    run_id: str
+    aliases: list[str]
+
+
+def version_state(settings: Settings, *, name: str, version: str) -> VersionState:
+    """Run id and aliases of a registered version; TrackingError if the store or it is missing.
+
+    The release flow reads this before it changes anything, so a promotion of an image whose
+    model the store does not know stops with the registry and deploy/ untouched.
+    """
+    mlflow = _mlflow()
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        found = mlflow.MlflowClient().get_model_version(name, version)
+    except MlflowException as exc:
+        raise TrackingError(
+            f"MLflow store {settings.mlflow_tracking_uri!r} has no version {version} of model "
+            f"{name!r} ({str(exc).splitlines()[0][:160]}): point MLFLOW_TRACKING_URI at the "
+            "store that trained it"
+        ) from None
+    return VersionState(run_id=str(found.run_id), aliases=list(found.aliases))
+
+
+def move_alias(settings: Settings, *, name: str, version: str, alias: str) -> None:
+    """Point `alias` at `version` (MLflow moves it off any other version of the model)."""
+    mlflow = _mlflow()
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    except MlflowException as exc:
+        raise TrackingError(
+            f"could not set alias {alias!r} on {name} version {version} in "
+            f"{settings.mlflow_tracking_uri!r}: {str(exc).splitlines()[0][:160]}"
+        ) from None

@@ -15,20 +15,13 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import http.client
-import importlib.util
 import io
 import json
 import logging
 import os
-import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -38,7 +31,9 @@ from typing import IO, Any
 from pipeline import versioning
 from pipeline.config import ImageParams, Params
 from pipeline.errors import ImageError
-from pipeline.image import Base, Container, Engine
+from pipeline.image import Base, Engine
+from pipeline.probe import smoke_check
+from pipeline.wheels import LOCK, resolve_wheels
 
 log = logging.getLogger("pipeline")
 IMAGE_JSON = Path("build/image.json")
@@ -46,17 +41,6 @@ GOLDEN = Path("reports/golden.json")
 DOCKERFILE = Path("Dockerfile")
 PACKAGE, SERVING = Path("pipeline"), Path("pipeline/serving")
 HASH_SCHEME = "containerize/1"  # change it when the content hash's inputs change meaning
-LOCK = Path("requirements/serving.lock")
-WHEELS = Path("build/wheels")
-# What the image runs: CPython 3.11 on glibc >= 2.28 x86-64 (Debian bookworm).
-TARGET = (
-    *("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp"),
-    *("--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64"),
-)
-PIP, INDEX = "pip==25.3", "https://pypi.org/simple"
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-PORT = 8080
-SKLEARN_TOLERANCE = 1e-9
 
 
 def containerize(params: Params) -> dict[str, Any]:
@@ -213,134 +197,6 @@ def image_labels(
         if isinstance(value, int | float) and not isinstance(value, bool):
             labels[f"ml.metrics.holdout.{name}"] = repr(float(value))
     return labels
-
-
-def resolve_wheels(*, lock: Path = LOCK, target: Path = WHEELS) -> Path:
-    """``target`` holds the wheels ``lock`` pins for the image, checked against the lock's
-    hashes; downloaded with pip on the host, and again only when the lock changes."""
-    stamp = target / ".serving.lock.sha256"
-    want = hashlib.sha256(lock.read_bytes() + " ".join(TARGET).encode()).hexdigest()
-    if stamp.is_file() and stamp.read_text().strip() == want:
-        return target
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}  # no site settings
-    if importlib.util.find_spec("pip") is not None:
-        pip = [sys.executable, "-m", "pip"]
-    elif uv := shutil.which("uv", path=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"):
-        pip = [uv, "tool", "run", "--isolated", "--no-config", "--default-index", INDEX]
-        pip += ["--from", PIP, "pip"]
-        env.setdefault("UV_NATIVE_TLS" if "UV_NATIVE_TLS" in env else "UV_SYSTEM_CERTS", "1")
-    else:
-        raise ImageError("neither pip nor uv is installed next to this Python: run `make install`")
-    command = [*pip, "download", "--isolated", "--progress-bar", "off", "--quiet", *TARGET]
-    command += ["--require-hashes", "--index-url", INDEX, "-r", str(lock), "-d", str(target)]
-    if CA_BUNDLE.is_file():
-        command += ["--cert", str(CA_BUNDLE)]
-    log.info("downloading the wheels %s pins for the image (CPython 3.11, x86-64)", lock)
-    started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        shutil.rmtree(target, ignore_errors=True)
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
-        raise ImageError(
-            f"could not download the serving wheels to {target} (pip exited {done.returncode}); "
-            f"this host must reach {INDEX} (the image build itself needs no network):\n{tail}"
-        )
-    stamp.write_text(want + "\n")
-    found = list(target.glob("*.whl"))
-    megabytes = sum(p.stat().st_size for p in found) / 1e6
-    log.info("%d wheels, %.0f MB, in %.1f s", len(found), megabytes, time.monotonic() - started)
-    return target
-
-
-class _SmokeFailed(Exception):
-    pass
-
-
-def smoke_check(
-    engine: Engine, ref: str, *, card: dict[str, Any], golden: dict[str, Any], timeout: float
-) -> dict[str, Any]:
-    """Run ``ref``, wait until ready, send the first golden row, compare with the validated
-    answer; any failure raises with the container's log."""
-    started = time.monotonic()
-    with engine.run(ref, port=PORT) as container:
-        url = f"http://127.0.0.1:{container.host_port}"
-        try:
-            ready = _wait_ready(container, url, started=started, timeout=timeout)
-            answer = _golden_request(url, card=card, row=golden["rows"][0])
-        except _SmokeFailed as exc:
-            raise ImageError(
-                f"smoke check of {ref} failed: {exc}\n--- container log ---\n{container.logs()}"
-            ) from None
-    answer.update(time_to_ready_s=round(ready, 3), seconds=round(time.monotonic() - started, 3))
-    log.info("smoke check: ready after %.2f s, golden row answered by %s", ready, answer["runtime"])
-    return answer
-
-
-def _wait_ready(container: Container, url: str, *, started: float, timeout: float) -> float:
-    last = "no answer yet"
-    while time.monotonic() - started < timeout:
-        state = container.state()
-        if not state.get("Running"):
-            raise _SmokeFailed(f"the container exited (code {state.get('ExitCode')})")
-        try:
-            status, body = _http(f"{url}/v2/health/ready")
-        except _SmokeFailed as exc:
-            status, body = 0, str(exc)
-        if status == 200:
-            return time.monotonic() - started
-        if isinstance(body, dict) and body.get("status") == "failed":  # never going to be ready
-            raise _SmokeFailed(f"the model was refused: {body.get('message')}")
-        last = f"HTTP {status} {body}" if status else str(body)
-        time.sleep(0.1)
-    raise _SmokeFailed(f"not ready within {timeout:g} s (image.smoke_timeout_s); last: {last}")
-
-
-def _golden_request(url: str, *, card: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
-    runtime = str(_ok(f"{url}/metadata")["runtime"]["name"])
-    promised = "onnx" if card.get("onnx") else "sklearn"
-    if runtime != promised:
-        raise _SmokeFailed(f"serves with {runtime}, but the image promises {promised}")
-    tolerance = float(card["onnx"]["tolerance"]) if runtime == "onnx" else SKLEARN_TOLERANCE
-    labels = _ok(f"{url}/invocations", {"dataframe_records": [row["inputs"]]})["predictions"]
-    values = [row["inputs"][feature["name"]] for feature in card["features"]]
-    tensor = {"name": "input", "shape": [1, len(values)], "datatype": "FP64", "data": values}
-    infer = _ok(f"{url}/v2/models/{card['model_name']}/infer", {"inputs": [tensor]})
-    outputs = {o["name"]: o["data"] for o in infer["outputs"]}
-    if labels != [row["label"]] or outputs.get("label") != [row["label"]]:
-        raise _SmokeFailed(f"labels {labels} and {outputs.get('label')}, expected {row['label']}")
-    pairs = zip(outputs["probabilities"], row["probabilities"], strict=True)
-    diff = max(abs(float(a) - float(b)) for a, b in pairs)
-    if not diff <= tolerance:
-        raise _SmokeFailed(
-            f"probabilities off by {diff:g}, above the {runtime} tolerance {tolerance:g}"
-        )
-    return {"runtime": runtime, "label": row["label"], "max_abs_diff": diff, "tolerance": tolerance}
-
-
-def _ok(url: str, body: dict[str, Any] | None = None) -> Any:
-    status, answer = _http(url, body)
-    if status != 200:
-        raise _SmokeFailed(f"{url}: HTTP {status} {answer}")
-    return answer
-
-
-def _http(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """(status, JSON body, or its text when not JSON); no answer at all raises."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            status, raw = int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    except (OSError, http.client.HTTPException) as exc:
-        raise _SmokeFailed(f"{url}: {type(exc).__name__}: {exc}") from None
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw[:300].decode(errors="replace")
 
 
 def _git_remote() -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline import data, evaluation, gates, tracking, training
@@ -12,6 +12,7 @@ from pipeline.errors import GateFailed
 
 log = logging.getLogger("pipeline")
 GOLDEN_FILE = Path("reports/golden.json")
+GATES_FILE = Path("reports/gates.json")  # the gate table, pass or fail: the CI job summary reads it
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,15 @@ def validate(params: Params, settings: Settings) -> Verdict:
         run_id=candidate.run_id, metrics=scores, files=[params.validate_.metrics_file, *plots]
     )
     verdict = Verdict(scores, rows, champion_version)
+    evaluation.write_json(
+        {
+            "passed": gates.passed(rows),
+            "model": {"name": candidate.name, "version": candidate.version},
+            "champion": {"alias": params.validate_.champion.alias, "version": champion_version},
+            "rows": [asdict(row) for row in rows],
+        },
+        GATES_FILE,
+    )
     if not gates.passed(rows):
         raise GateFailed(
             f"{candidate.name} version {candidate.version} failed "

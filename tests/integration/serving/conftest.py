@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from tests import serving_fixtures as fixtures
 
-def _load_fixtures() -> ModuleType:
-    """tests/serving_fixtures.py by path, registered as ``serving_fixtures`` so test modules can
-    import it under any pytest import mode."""
-    if "serving_fixtures" in sys.modules:
-        return sys.modules["serving_fixtures"]
-    path = Path(__file__).resolve().parents[2] / "serving_fixtures.py"
-    spec = importlib.util.spec_from_file_location("serving_fixtures", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["serving_fixtures"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fixtures = _load_fixtures()
 # Re-exported for test modules that import them from this conftest.
 REPO: Path = fixtures.REPO
 Server = fixtures.Server

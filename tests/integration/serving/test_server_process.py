@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from serving_fixtures import Server, start_server
+
+from tests.serving_fixtures import Server, start_server
 
 pytestmark = pytest.mark.integration
 

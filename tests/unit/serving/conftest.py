@@ -3,32 +3,14 @@ apps on each runtime behind a synchronous ASGI client (no socket, no server proc
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-
-def _load_fixtures() -> ModuleType:
-    """tests/serving_fixtures.py by path, registered as ``serving_fixtures`` so test modules can
-    import it under any pytest import mode."""
-    if "serving_fixtures" in sys.modules:
-        return sys.modules["serving_fixtures"]
-    path = Path(__file__).resolve().parents[2] / "serving_fixtures.py"
-    spec = importlib.util.spec_from_file_location("serving_fixtures", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["serving_fixtures"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fixtures = _load_fixtures()
+from tests import serving_fixtures as fixtures
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from serving_fixtures import Client, ready_client
+
+from tests.serving_fixtures import Client, ready_client
 
 
 def row(model_dir: Any, i: int = 0) -> list[float]:

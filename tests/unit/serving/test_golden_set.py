@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from serving_fixtures import Client
 
 from pipeline.serving.runtime import ONNX_TOLERANCE, SKLEARN_TOLERANCE
+from tests.serving_fixtures import Client
 
 INFER = "/v2/models/breast-cancer-classifier/infer"
 

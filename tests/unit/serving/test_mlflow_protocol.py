@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from serving_fixtures import Client
+
+from tests.serving_fixtures import Client
 
 NAME = "breast-cancer-classifier"
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_fixtures import Client
+
+from tests.serving_fixtures import Client
 
 NAME = "breast-cancer-classifier"
 INFER = f"/v2/models/{NAME}/infer"

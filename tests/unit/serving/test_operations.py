@@ -11,10 +11,10 @@ import sys
 from typing import Any
 
 import pytest
-from serving_fixtures import REPO, Client
 
 from pipeline.serving import Settings, SettingsError
 from pipeline.serving.logs import JsonFormatter
+from tests.serving_fixtures import REPO, Client
 
 
 def test_metadata_carries_the_facts_the_image_labels_carry(client: Client, model_dir: Any) -> None:

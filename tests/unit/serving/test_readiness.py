@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_fixtures import Client
 
 from pipeline.serving import Settings, create_app
+from tests.serving_fixtures import Client
 
 
 def not_ready_client(model_dir: Path, **settings: Any) -> Client:

@@ -1,0 +1,70 @@
+"""The serving image's wheels, resolved on the host from requirements/serving.lock.
+
+A container does not trust the host's CA and the image build runs with no network, so the
+wheels for CPython 3.11 on manylinux x86-64 are downloaded here, checked against the lock's
+hashes, and handed to the build; downloaded again only when the lock changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.errors import ImageError
+
+log = logging.getLogger("pipeline")
+LOCK = Path("requirements/serving.lock")
+WHEELS = Path("build/wheels")
+# What the image runs: CPython 3.11 on glibc >= 2.28 x86-64 (Debian bookworm).
+TARGET = (
+    *("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp"),
+    *("--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64"),
+)
+PIP, INDEX = "pip==25.3", "https://pypi.org/simple"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def resolve_wheels(*, lock: Path = LOCK, target: Path = WHEELS) -> Path:
+    """``target`` holds the wheels ``lock`` pins for the image, checked against the lock's
+    hashes; downloaded with pip on the host, and again only when the lock changes."""
+    stamp = target / ".serving.lock.sha256"
+    want = hashlib.sha256(lock.read_bytes() + " ".join(TARGET).encode()).hexdigest()
+    if stamp.is_file() and stamp.read_text().strip() == want:
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}  # no site settings
+    if importlib.util.find_spec("pip") is not None:
+        pip = [sys.executable, "-m", "pip"]
+    elif uv := shutil.which("uv", path=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"):
+        pip = [uv, "tool", "run", "--isolated", "--no-config", "--default-index", INDEX]
+        pip += ["--from", PIP, "pip"]
+        env.setdefault("UV_NATIVE_TLS" if "UV_NATIVE_TLS" in env else "UV_SYSTEM_CERTS", "1")
+    else:
+        raise ImageError("neither pip nor uv is installed next to this Python: run `make install`")
+    command = [*pip, "download", "--isolated", "--progress-bar", "off", "--quiet", *TARGET]
+    command += ["--require-hashes", "--index-url", INDEX, "-r", str(lock), "-d", str(target)]
+    if CA_BUNDLE.is_file():
+        command += ["--cert", str(CA_BUNDLE)]
+    log.info("downloading the wheels %s pins for the image (CPython 3.11, x86-64)", lock)
+    started = time.monotonic()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
+        raise ImageError(
+            f"could not download the serving wheels to {target} (pip exited {done.returncode}); "
+            f"this host must reach {INDEX} (the image build itself needs no network):\n{tail}"
+        )
+    stamp.write_text(want + "\n")
+    found = list(target.glob("*.whl"))
+    megabytes = sum(p.stat().st_size for p in found) / 1e6
+    log.info("%d wheels, %.0f MB, in %.1f s", len(found), megabytes, time.monotonic() - started)
+    return target
