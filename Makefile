@@ -108,11 +108,12 @@ workflows: install docker ## run the GitHub workflows here with act (EVENT=push;
 BENCH_ARGS ?=
 .PHONY: bench
 bench: install docker base-image ## benchmark vs MLflow/BentoML (serving, startup, size, pipeline, promotion) -> bench/results.md (~15 min; BENCH_ARGS=--quick)
-	@command -v wrk >/dev/null 2>&1 || { \
-		[ "$$(id -u)" = 0 ] && [ -r /etc/debian_version ] || { echo "bench: wrk is missing: sudo apt-get install wrk" >&2; exit 1; }; \
-		echo "bench: installing Debian's wrk (the load generator)"; \
+	@missing=$$(for tool in wrk curl; do command -v $$tool >/dev/null 2>&1 || echo $$tool; done); \
+	[ -z "$$missing" ] || { \
+		[ "$$(id -u)" = 0 ] && [ -r /etc/debian_version ] || { echo "bench: missing" $$missing": sudo apt-get install" $$missing >&2; exit 1; }; \
+		echo "bench: installing Debian's" $$missing "(wrk: the load generator)"; \
 		apt-cache policy wrk 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get -qq update >/dev/null; \
-		DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends wrk >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends $$missing >/dev/null; }
 	$(PY) -m bench $(BENCH_ARGS)
 
 .PHONY: mlflow-ui
