@@ -1,6 +1,6 @@
-# The serving image: the locked serving runtime, pipeline/serving and the validated model.
+# The serving image: the locked serving runtime, the serving/ package and the validated model.
 #
-# Built by the `containerize` stage (pipeline/image.py) with no network: every wheel comes from
+# Built by the `containerize` stage (pipeline/build/) with no network: every wheel comes from
 # build/wheels, resolved on the host from requirements/serving.lock (`make wheels`). By hand:
 #   make wheels && docker build --build-arg BASE_IMAGE=local/python:3.11-slim-bookworm -t NAME .
 # Layers go from least to most often changed: runtime, then code, then the model, so a code-only
@@ -44,8 +44,8 @@ STOPSIGNAL SIGTERM
 # Healthy only once the model is verified (sha256, golden rows) and warm: /v2/health/ready.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/opt/venv/bin/python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('SERVING_PORT', '8080'), timeout=2)"]
-ENTRYPOINT ["/opt/venv/bin/python", "-m", "pipeline.serving", "/opt/model"]
-# pipeline/serving and the few package modules it imports (the stage puts only those in the context)
-COPY pipeline/ /opt/app/pipeline/
+ENTRYPOINT ["/opt/venv/bin/python", "-m", "serving", "/opt/model"]
+# serving/ is the image's only Python (it imports nothing of the pipeline package)
+COPY serving/ /opt/app/serving/
 COPY models/ /opt/model/
 COPY reports/golden.json metrics/holdout.json /opt/model/

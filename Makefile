@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
 # The host's pip may carry site settings (extra indexes, find-links); the project does not rely on them.
-# Stages run `python -m stages.X`: the project's interpreter must come first on PATH.
+# Stages run `python -m pipeline.stages.X`: the project's interpreter must come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_CONFIG_FILE := /dev/null
 export UV_NATIVE_TLS := 1
@@ -92,9 +92,9 @@ test-unit: install ## run the fast unit tests only
 
 WORKFLOWS := $(wildcard .github/workflows/*.yml)
 .PHONY: lint
-lint: install ## ruff, mypy --strict on pipeline/, hadolint (Dockerfile), actionlint + schema (workflows)
-	$(BIN)/ruff check pipeline stages tests
-	$(BIN)/ruff format --check pipeline stages tests
+lint: install ## ruff + mypy --strict (pipeline/ serving/ tools/), hadolint, actionlint + schema (workflows)
+	$(BIN)/ruff check pipeline serving tools tests conftest.py
+	$(BIN)/ruff format --check pipeline serving tools tests conftest.py
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	$(if $(WORKFLOWS),$(BIN)/actionlint $(WORKFLOWS))
@@ -103,18 +103,18 @@ lint: install ## ruff, mypy --strict on pipeline/, hadolint (Dockerfile), action
 EVENT ?= push
 .PHONY: workflows
 workflows: install docker ## run the GitHub workflows here with act (EVENT=push; WORKFLOW=promote.yml EVENT=workflow_dispatch ARGS="--input k=v ..."); see README "CI/CD"
-	$(PY) -m tests.e2e.act $(EVENT) $(if $(WORKFLOW),--workflow $(WORKFLOW)) $(ARGS)
+	$(PY) -m tools.act $(EVENT) $(if $(WORKFLOW),--workflow $(WORKFLOW)) $(ARGS)
 
 BENCH_ARGS ?=
 .PHONY: bench
-bench: install docker base-image ## benchmark vs MLflow/BentoML (serving, startup, size, pipeline, promotion) -> bench/results.md (~15 min; BENCH_ARGS=--quick)
+bench: install docker base-image ## benchmark vs MLflow/BentoML (serving, startup, size, pipeline, promotion) -> tools/bench/results.md (~15 min; BENCH_ARGS=--quick)
 	@missing=$$(for tool in wrk curl; do command -v $$tool >/dev/null 2>&1 || echo $$tool; done); \
 	[ -z "$$missing" ] || { \
 		[ "$$(id -u)" = 0 ] && [ -r /etc/debian_version ] || { echo "bench: missing" $$missing": sudo apt-get install" $$missing >&2; exit 1; }; \
 		echo "bench: installing Debian's" $$missing "(wrk: the load generator)"; \
 		apt-cache policy wrk 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get -qq update >/dev/null; \
 		DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends $$missing >/dev/null; }
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m tools.bench $(BENCH_ARGS)
 
 .PHONY: mlflow-ui
 mlflow-ui: install ## browse runs and registered models at http://127.0.0.1:5000

@@ -1,78 +1,33 @@
-"""`pipeline`: the command line. The only module that imports the CLI framework.
+"""`pipeline`: the command line. The only module that imports the CLI framework; thin.
 
-A `PipelineError` becomes one line on stderr and its exit code (2 for configuration errors);
-anything else is a bug and keeps its traceback.
+Each command parses its options and calls one function of the package. A `PipelineError`
+becomes one line on stderr and its exit code (see :mod:`pipeline.errors`); anything else is a
+bug and keeps its traceback. The DVC stages do not go through here (see pipeline/stages).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.table import Table
 
-from pipeline import config
-from pipeline.errors import DataValidationError, GateFailed, PipelineError
+from pipeline import artifacts, config
+from pipeline.console import gate_table, guarded, out, setup_logging
+from pipeline.errors import ConfigError
+from pipeline.release.state import ENVIRONMENTS, Environment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
-err = Console(stderr=True)
-out = Console()
-T = TypeVar("T")
 ParamsFile = Annotated[Path, typer.Option("--params", help="the params file")]
-
-
-def _logging(level: str = "INFO") -> None:
-    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
-    logging.getLogger("pipeline").setLevel(level)
-    for noisy in ("great_expectations", "mlflow", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-
-
-def _run(action: Callable[[], T]) -> T:
-    """Run a step; turn a PipelineError into a one-line message and its exit code."""
-    try:
-        return action()
-    except DataValidationError as exc:
-        for failure in exc.failures:
-            err.print(f"  [red]✗[/red] {failure}", markup=True, highlight=False)
-        err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except GateFailed as exc:
-        _gate_table(exc.rows, console=err)
-        err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-    except PipelineError as exc:
-        err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
-
-
-def _gate_table(rows: list[Any], *, console: Console) -> None:
-    table = Table(title="quality gates")
-    for column in ("gate", "metric", "requirement", "champion", "candidate", "result"):
-        table.add_column(column)
-    for r in rows:
-        champion = "-" if r.champion is None else f"{r.champion:.4f}"
-        result = "[green]pass[/green]" if r.passed else "[red]FAIL[/red]"
-        note = f" ({r.note})" if r.note else ""
-        table.add_row(
-            r.gate, r.metric, r.requirement, champion, f"{r.candidate:.4f}", result + note
-        )
-    console.print(table)
+_run = guarded
 
 
 @app.command()
 def prepare(params_file: ParamsFile = Path("params.yaml")) -> None:
     """Load the raw data, run the Great Expectations suite, write the stratified split."""
-    from pipeline.steps.prepare import prepare as step
+    from pipeline.stages.prepare import prepare as step
 
-    _logging()
+    setup_logging()
     params = _run(lambda: config.load_params(params_file))
     _run(lambda: step(params))
 
@@ -80,9 +35,9 @@ def prepare(params_file: ParamsFile = Path("params.yaml")) -> None:
 @app.command()
 def train(params_file: ParamsFile = Path("params.yaml")) -> None:
     """Fit the model, log it to MLflow and register a new version."""
-    from pipeline.steps.train import train as step
+    from pipeline.stages.train import train as step
 
-    _logging()
+    setup_logging()
     params = _run(lambda: config.load_params(params_file))
     settings = _run(config.load_settings)
     _run(lambda: step(params, settings))
@@ -91,21 +46,21 @@ def train(params_file: ParamsFile = Path("params.yaml")) -> None:
 @app.command()
 def validate(params_file: ParamsFile = Path("params.yaml")) -> None:
     """Holdout metrics, plots, quality gates, champion comparison; @candidate on success."""
-    from pipeline.steps.validate import validate as step
+    from pipeline.stages.validate import validate as step
 
-    _logging()
+    setup_logging()
     params = _run(lambda: config.load_params(params_file))
     settings = _run(config.load_settings)
     verdict = _run(lambda: step(params, settings))
-    _gate_table(verdict.rows, console=out)
+    gate_table(verdict.rows, console=out)
 
 
 @app.command()
 def containerize(params_file: ParamsFile = Path("params.yaml")) -> None:
     """Build the serving image (Docker Engine API), check its size, smoke-test it."""
-    from pipeline.steps.containerize import containerize as step
+    from pipeline.stages.containerize import containerize as step
 
-    _logging()
+    setup_logging()
     params = _run(lambda: config.load_params(params_file))
     _run(lambda: step(params))
 
@@ -122,9 +77,16 @@ def serve(
 
     Other settings (workers, max rows, runtime, log level) come from SERVING_* variables.
     """
-    from pipeline.serving import server
+    from serving import server
+    from serving.errors import SettingsError
 
-    _run(lambda: server.serve(model_dir=model_dir, host=host, port=port))
+    def start() -> None:
+        try:
+            server.serve(model_dir=model_dir, host=host, port=port)
+        except SettingsError as exc:
+            raise ConfigError(f"environment: {exc}") from None
+
+    _run(start)
 
 
 @app.command("contract-test")
@@ -138,39 +100,30 @@ def contract_test(
     params_file: ParamsFile = Path("params.yaml"),
 ) -> None:
     """Run the contract suite against the image in a container; write build/contract-report.json."""
-    from pipeline import contract
+    from pipeline.release import contract_runner
 
-    _logging()
+    setup_logging()
     params = _run(lambda: config.load_params(params_file))
-    ref = image or _run(_built_image)
+    ref = image or _run(lambda: artifacts.read_image().image)
     report = _run(
-        lambda: contract.contract_test(
+        lambda: contract_runner.contract_test(
             image_ref=ref, params=params, params_file=params_file, out_dir=out_dir
         )
     )
-    latency = report["latency_ms"]
+    tests = sum(sum(c.values()) for c in report.checks.values())
     out.print(
-        f"contract: pass — {sum(sum(c.values()) for c in report['checks'].values())} tests, "
-        f"{report['fuzz_cases']} fuzz cases, ready in {report['time_to_ready_s']} s, "
-        f"p95 {latency['p95']} ms; report: {out_dir / 'contract-report.json'}"
+        f"contract: pass — {tests} tests, {report.fuzz_cases} fuzz cases, ready in "
+        f"{report.time_to_ready_s} s, p95 {report.latency_ms.get('p95')} ms; report: "
+        f"{out_dir / artifacts.CONTRACT_REPORT.name}"
     )
-
-
-def _built_image() -> str:
-    path = Path("build/image.json")
-    if not path.is_file():
-        raise PipelineError(
-            "no build/image.json: build the image first (`dvc repro`) or pass --image"
-        )
-    return str(json.loads(path.read_text())["image"])
 
 
 @app.command()
 def wheels() -> None:
     """Download the wheels requirements/serving.lock pins for the image into build/wheels."""
-    from pipeline.wheels import resolve_wheels
+    from pipeline.build.wheels import resolve_wheels
 
-    _logging()
+    setup_logging()
     out.print(f"{_run(resolve_wheels)} matches requirements/serving.lock")
 
 
@@ -180,7 +133,7 @@ def suggest_expectations(
     params_file: ParamsFile = Path("params.yaml"),
 ) -> None:
     """Write a starter Great Expectations suite from the configured data (review, then commit)."""
-    from pipeline import data, data_checks
+    from pipeline.ml import data, data_checks
 
     params = _run(lambda: config.load_params(params_file))
     raw = _run(lambda: data.load_raw(params.data))
@@ -193,32 +146,30 @@ def suggest_expectations(
 def push() -> None:
     """Push the built image (build/image.json) as sha-<git sha> and its content tag; record
     the digest. Registry and auth: REGISTRY, IMAGE_REPOSITORY, REGISTRY_* (docs/release.md)."""
-    from pipeline import release
+    from pipeline.release.push import push as push_image
 
-    _logging()
+    setup_logging()
     settings = _run(config.load_settings)
-    built = _run(lambda: release.push(settings))
-    pushed = built["registry"]
+    pushed = _run(lambda: push_image(settings)).registry
+    assert pushed is not None  # push() records it or raises
     out.print(
-        f"pushed {pushed['ref']} ({', '.join(pushed['tags'])}) in {pushed['seconds']} s; "
-        "digest recorded in build/image.json",
+        f"pushed {pushed.ref} ({', '.join(pushed.tags)}) in {pushed.seconds} s; "
+        f"digest recorded in {artifacts.IMAGE}",
         soft_wrap=True,
     )
 
 
 @app.command()
 def attest(
-    report: Annotated[Path, typer.Option(help="the contract report")] = Path(
-        "build/contract-report.json"
-    ),
+    report: Annotated[Path, typer.Option(help="the contract report")] = artifacts.CONTRACT_REPORT,
     image: Annotated[
         str, typer.Option(help="tag or digest it is evidence for; default: the report's digest")
     ] = "",
 ) -> None:
     """Push a passing contract report as an OCI artifact referring to the image digest."""
-    from pipeline import release
+    from pipeline.release import evidence as release
 
-    _logging()
+    setup_logging()
     settings = _run(config.load_settings)
     evidence = _run(lambda: release.attest(settings, report_path=report, image=image or None))
     out.print(f"evidence {evidence.digest} attached to {evidence.subject}", soft_wrap=True)
@@ -233,9 +184,9 @@ def promote(
     to: Env,
 ) -> None:
     """Move an environment's tag to a tested digest (no rebuild); write deploy/<env>.yaml."""
-    from pipeline import promotion
+    from pipeline.release import promotion
 
-    _logging()
+    setup_logging()
     settings = _run(config.load_settings)
     env = _run(lambda: _environment(to))
     _report(_run(lambda: promotion.promote(settings, ref=image, env=env)), settings)
@@ -246,20 +197,19 @@ def rollback(
     env: Annotated[str, typer.Option("--env", help="staging or production")],
 ) -> None:
     """Promote the previous digest in deploy/<env>.yaml's history back (evidence re-checked)."""
-    from pipeline import promotion
+    from pipeline.release import promotion
 
-    _logging()
+    setup_logging()
     settings = _run(config.load_settings)
     name = _run(lambda: _environment(env))
     _report(_run(lambda: promotion.rollback(settings, env=name)), settings)
 
 
-def _environment(name: str) -> Literal["staging", "production"]:
-    if name == "staging":
-        return "staging"
-    if name == "production":
-        return "production"
-    raise PipelineError(f"unknown environment {name!r}: use staging or production")
+def _environment(name: str) -> Environment:
+    for env in ENVIRONMENTS:
+        if name == env:
+            return env
+    raise ConfigError(f"unknown environment {name!r}: use {' or '.join(ENVIRONMENTS)}")
 
 
 def _report(outcome: Any, settings: config.Settings) -> None:
@@ -294,7 +244,7 @@ def summary(
     ] = None,
 ) -> None:
     """Markdown job summary of a run (metrics, diff, gates, image, contract) or a promotion."""
-    from pipeline import summary as render
+    from pipeline.release import summary as render
 
     if release is not None:
         text = _run(lambda: render.release_summary(release))

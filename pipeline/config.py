@@ -46,7 +46,6 @@ class DataParams(_Section):
     target: str = Field(min_length=1)
     test_size: float = Field(gt=0.0, lt=1.0)
     expectations: Path = Field(description="Great Expectations suite (JSON) run on the raw data")
-    prepared_dir: Path = Path("data/prepared")
 
     @model_validator(mode="after")
     def _source_exists(self) -> DataParams:
@@ -86,7 +85,6 @@ class TrainParams(_Section):
     model: ModelType
     experiment: str = Field(min_length=1)
     registered_model_name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    model_dir: Path = Path("models")
     logistic_regression: LogisticRegressionParams = LogisticRegressionParams()
     random_forest: RandomForestParams = RandomForestParams()
     gradient_boosting: GradientBoostingParams = GradientBoostingParams()
@@ -115,8 +113,6 @@ class ValidateParams(_Section):
     gates: dict[Metric, Gate]
     champion: ChampionParams = ChampionParams()
     golden_rows: Annotated[int, Field(ge=1, le=1000)] = 40
-    metrics_file: Path = Path("metrics/holdout.json")
-    plots_dir: Path = Path("plots")
 
 
 class ImageParams(_Section):
@@ -139,8 +135,13 @@ class ContractParams(_Section):
     fuzz_cases: int = Field(default=500, ge=1, description="schemathesis cases, at least")
     memory_mb: int = Field(default=512, ge=64, description="container memory limit")
     cpus: float = Field(default=1.0, gt=0, description="container CPU limit")
-    sklearn_tolerance: float = Field(
-        default=1e-9, ge=0, description="max |p - p_golden| when serving with scikit-learn"
+    probability_tolerance: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "max |p - p_golden|; may only tighten the tolerance the serving runtime declares "
+            "(serving.runtime: ONNX 1e-5, scikit-learn 1e-12); unset: the runtime's own"
+        ),
     )
 
 

@@ -1,8 +1,26 @@
-"""The errors a user can act on.
+"""Every error a user can act on, and the exit code each one ends a command with.
 
-Every `PipelineError` carries a message that says what was wrong, where, and what to do. The CLI
-prints it as one line on stderr (no stack trace) and exits with the error's `exit_code`.
-Anything that is not a `PipelineError` is a bug and keeps its traceback.
+Every :class:`PipelineError` says what was wrong, where, and what to do. The CLI and the DVC
+stages print it as one line on stderr (no traceback) and exit with its ``exit_code``, so a
+script or a CI step can tell the kinds apart. Anything that is not a `PipelineError` is a bug
+and keeps its traceback.
+
+====  ========================  =========================================================
+code  kind                      meaning
+====  ========================  =========================================================
+1     ServiceError (and kin)    an outside system failed or refused: the container engine,
+                                the OCI registry, the MLflow store
+2     ConfigError               params.yaml, deploy/topology.yaml or the environment is
+                                invalid; nothing ran
+3     MissingInputError         a stage's input is not there: run the stage that writes it
+4     ArtifactError             a stage's input is there but unreadable, or not the file its
+                                record says (a tampered model, a hand-edited report)
+5     DataValidationError       the raw data broke the expectation suite
+6     GateFailed                the candidate model failed a quality gate
+7     ContractFailed            the image broke its contract (the report says which checks)
+8     ReleaseRefused (and kin)  a release rule refused the step: no evidence, not staged,
+                                nothing to roll back to
+====  ========================  =========================================================
 """
 
 from __future__ import annotations
@@ -11,37 +29,87 @@ from typing import Any
 
 
 class PipelineError(Exception):
-    """Base class: a failure caused by input or environment, explained in `str(err)`."""
+    """Base class: a failure caused by input or environment, explained in ``str(err)``.
+
+    Raise one of the kinds below, never this class itself."""
 
     exit_code = 1
 
 
+class ServiceError(PipelineError):
+    """An outside system (engine, registry, tracking store) failed, refused or is absent."""
+
+    exit_code = 1
+
+
+class ImageError(ServiceError):
+    """The engine, the base image, the build, the size budget or the smoke check failed."""
+
+
+class RegistryError(ServiceError):
+    """The registry could not be reached, refused us, or holds something other than expected."""
+
+
+class TrackingError(ServiceError):
+    """The MLflow tracking/registry store refused or could not be reached."""
+
+
 class ConfigError(PipelineError):
-    """params.yaml or the environment is invalid; nothing was run."""
+    """params.yaml, a hand-edited deploy file or the environment is invalid; nothing ran."""
 
     exit_code = 2
 
 
-class DataValidationError(PipelineError):
-    """The raw data broke one or more expectations of the data suite."""
+class MissingInputError(PipelineError):
+    """A file another stage writes does not exist yet: the message names the stage to run."""
 
-    def __init__(self, message: str, *, failures: list[str], docs_path: str | None) -> None:
+    exit_code = 3
+
+
+class ArtifactError(PipelineError):
+    """A stage-boundary file exists but cannot be read as its record, or fails its checksum."""
+
+    exit_code = 4
+
+
+class DataValidationError(PipelineError):
+    """The raw data broke one or more expectations of the data suite (or a data rule)."""
+
+    exit_code = 5
+
+    def __init__(
+        self, message: str, *, failures: list[str] | None = None, docs_path: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.failures = failures
+        self.failures = failures or []
         self.docs_path = docs_path
 
 
 class GateFailed(PipelineError):
     """The candidate model did not pass a quality gate; no alias was set."""
 
+    exit_code = 6
+
     def __init__(self, message: str, *, rows: list[Any]) -> None:
         super().__init__(message)
         self.rows = rows
 
 
-class TrackingError(PipelineError):
-    """The MLflow tracking/registry store refused or could not be reached."""
+class ContractFailed(PipelineError):
+    """The image did not honour its contract; the report says which checks failed."""
+
+    exit_code = 7
 
 
-class ImageError(PipelineError):
-    """The engine, the base image, the build, the size budget or the smoke check failed."""
+class ReleaseRefused(PipelineError):
+    """A release rule refused the step; nothing moved."""
+
+    exit_code = 8
+
+
+class EvidenceError(ReleaseRefused):
+    """No passing contract evidence exists for exactly this digest, or the report is not one."""
+
+
+class PromotionRefused(ReleaseRefused):
+    """A promotion was refused (not staged, busy, nothing to roll back to)."""

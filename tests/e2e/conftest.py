@@ -1,7 +1,7 @@
 """The world the workflows run in: a temp copy of the template as the repository, a local bare
 repository as its `origin`, a real registry on a free loopback port, a shared MLflow store.
 
-act runs the workflow files for real on this machine (tests/e2e/act.py); the registry is
+act runs the workflow files for real on this machine (tools/act.py); the registry is
 Debian's docker-registry (tests/registry_fixture.py); images go through the real Docker engine.
 Module-scoped: one `act push` serves every assertion about it.
 """
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.build.engine import Engine
 from pipeline.config import Settings
-from pipeline.image import Engine
-from pipeline.registry import Registry
+from pipeline.release.registry import Registry
 from tests.e2e import act
-from tests.project import GIT, copy_template, edit_params, run
-from tests.registry_fixture import LocalRegistry
+from tests.support.registry import LocalRegistry
+from tools.template import GIT, copy_template, edit_params, run
 
 BRANCH = "main"
 TIMINGS: list[tuple[str, float, int]] = []  # (act run, seconds, exit code), for the report

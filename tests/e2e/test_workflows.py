@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline import tracking
-from pipeline.image import Engine
-from pipeline.release import evidence_tag, find_evidence
-from tests.e2e.act import ActRun
+from pipeline.build.engine import Engine
+from pipeline.ml import tracking
+from pipeline.release.evidence import evidence_tag, find_evidence
 from tests.e2e.conftest import Project
+from tools.act import ActRun
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.image import Engine
-from tests.project import clone as copy
-from tests.project import copy_template, dvc, edit_params, run
+from pipeline.build.engine import Engine
+from tools.template import clone as copy
+from tools.template import copy_template, dvc, edit_params, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 
@@ -109,7 +109,7 @@ def test_repro_ends_with_a_labelled_non_root_image_that_turns_healthy_and_serves
     config = engine.client.api.inspect_image(info.id)["Config"]
     assert config["Healthcheck"]["Test"][0] == "CMD" and "/v2/health/ready" in str(config)
     assert "8080/tcp" in config["ExposedPorts"] and config["StopSignal"] == "SIGTERM"
-    assert config["Entrypoint"][:3] == ["/opt/venv/bin/python", "-m", "pipeline.serving"]
+    assert config["Entrypoint"][:3] == ["/opt/venv/bin/python", "-m", "serving"]
     assert built["size_mb"] <= built["max_size_mb"] and built["smoke"]["label"] in card["classes"]
 
     container = engine.client.containers.run(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.project import clone as copy
-from tests.project import copy_template, dvc
+from tools.template import clone as copy
+from tools.template import copy_template, dvc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

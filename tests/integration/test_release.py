@@ -27,14 +27,15 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from pipeline import promotion, tracking
+from pipeline.build.engine import Engine
 from pipeline.config import ContractParams, Settings
-from pipeline.contract import write_report
-from pipeline.image import Engine
-from pipeline.registry import Registry
-from pipeline.release import find_evidence
-from tests.project import GIT, copy_template, dvc, edit_params, env, run
-from tests.registry_fixture import LocalRegistry, TokenServer, htpasswd
+from pipeline.ml import tracking
+from pipeline.release import promotion
+from pipeline.release.contract_runner import write_report
+from pipeline.release.evidence import find_evidence
+from pipeline.release.registry import Registry
+from tests.support.registry import LocalRegistry, TokenServer, htpasswd
+from tools.template import GIT, copy_template, dvc, edit_params, env, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests import serving_fixtures as fixtures
+from tests.support import serving as fixtures
 
 # Re-exported for test modules that import them from this conftest.
 REPO: Path = fixtures.REPO

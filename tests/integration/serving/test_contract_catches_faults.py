@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from tests import serving_fixtures as fixtures
-from tests.fault_proxy import FaultProxy
-from tests.serving_fixtures import REPO, Server, start_server
+from tests.support import serving as fixtures
+from tests.support.fault_proxy import FaultProxy
+from tests.support.serving import REPO, Server, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import tritonclient.http as triton
 
-from tests.serving_fixtures import Server
+from tests.support.serving import Server
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serving_fixtures import Server, start_server
+from tests.support.serving import Server, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -42,11 +42,7 @@ def test_server_gets_ready_and_answers_both_protocols(server: Server, model_dir:
             == 400
         )
         assert client.get("/v2/health/ready").status_code == 200
-    access = [
-        json.loads(line)
-        for line in server.logs().splitlines()
-        if '"pipeline.serving.access"' in line
-    ]
+    access = [json.loads(line) for line in server.logs().splitlines() if '"serving.access"' in line]
     assert {(a["method"], a["path"], a["status"]) for a in access} >= {
         ("POST", "/invocations", 200),
         ("POST", "/invocations", 400),

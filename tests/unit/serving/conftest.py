@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests import serving_fixtures as fixtures
+from tests.support import serving as fixtures
 
 
 @pytest.fixture(scope="session")

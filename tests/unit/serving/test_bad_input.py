@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.serving_fixtures import Client, ready_client
+from tests.support.serving import Client, ready_client
 
 
 def row(model_dir: Any, i: int = 0) -> list[float]:

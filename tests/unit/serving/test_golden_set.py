@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.serving.runtime import ONNX_TOLERANCE, SKLEARN_TOLERANCE
-from tests.serving_fixtures import Client
+from serving.runtime import ONNX_TOLERANCE, SKLEARN_TOLERANCE
+from tests.support.serving import Client
 
 INFER = "/v2/models/breast-cancer-classifier/infer"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.serving_fixtures import Client
+from tests.support.serving import Client
 
 NAME = "breast-cancer-classifier"
 

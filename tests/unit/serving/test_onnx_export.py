@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from pipeline.onnx_export import ONNX_TOLERANCE, check_parity, to_onnx
+from pipeline.ml.onnx_export import ONNX_TOLERANCE, check_parity, to_onnx
 
 
 class Unconvertible(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -43,7 +43,7 @@ def test_converted_pipeline_matches_sklearn_on_the_golden_rows(model_dir: Any) -
 
 def test_unconvertible_model_returns_none_and_logs_why(caplog: pytest.LogCaptureFixture) -> None:
     model = Unconvertible().fit(np.zeros((4, 2)), [0, 1, 0, 1])
-    with caplog.at_level(logging.WARNING, logger="pipeline.onnx_export"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.ml.onnx_export"):
         assert to_onnx(model, n_features=2) is None
     assert "Unconvertible" in caplog.text and "scikit-learn" in caplog.text
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.serving_fixtures import Client
+from tests.support.serving import Client
 
 NAME = "breast-cancer-classifier"
 INFER = f"/v2/models/{NAME}/infer"

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.serving import Settings, SettingsError
-from pipeline.serving.logs import JsonFormatter
-from tests.serving_fixtures import REPO, Client
+from serving.errors import SettingsError
+from serving.logs import JsonFormatter
+from serving.settings import Settings
+from tests.support.serving import REPO, Client
 
 
 def test_metadata_carries_the_facts_the_image_labels_carry(client: Client, model_dir: Any) -> None:
@@ -80,9 +81,9 @@ def test_request_id_is_generated_when_absent(client: Client) -> None:
 def test_each_request_writes_one_structured_access_log_line(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="pipeline.serving.access"):
+    with caplog.at_level(logging.INFO, logger="serving.access"):
         client.get("/nowhere", headers={"X-Request-ID": "r-1"})
-    records = [r for r in caplog.records if r.name == "pipeline.serving.access"]
+    records = [r for r in caplog.records if r.name == "serving.access"]
     assert len(records) == 1
     line = json.loads(JsonFormatter().format(records[0]))
     assert line["method"] == "GET" and line["path"] == "/nowhere" and line["status"] == 404
@@ -144,11 +145,11 @@ def test_serving_works_without_the_packages_the_serving_image_lacks(
         "            raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, Absent())\n"
         "import numpy as np\n"
-        "from pipeline.serving import Settings, create_app\n"
+        "from serving.app import create_app\nfrom serving.settings import Settings\n"
         f"app = create_app(model_dir=Path({str(model_dir.models)!r}), "
         f"settings=Settings(runtime={runtime!r}))\n"
         "app.start(); assert app.state.wait(30), app.state.error\n"
-        "print(app.state.loaded.runtime.predict(np.zeros((1, 30))).tolist())\n"
+        "print(app.state.served.loaded.runtime.predict(np.zeros((1, 30))).tolist())\n"
         "print('sklearn' in sys.modules)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.serving import Settings, create_app
-from tests.serving_fixtures import Client
+from serving.app import create_app
+from serving.settings import Settings
+from tests.support.serving import Client
 
 
 def not_ready_client(model_dir: Path, **settings: Any) -> Client:
@@ -27,7 +28,7 @@ def test_tampered_model_file_never_becomes_ready(
 ) -> None:
     with (fresh_model_dir / "model.pkl").open("ab") as handle:
         handle.write(b"\0")
-    with caplog.at_level(logging.ERROR, logger="pipeline.serving"):
+    with caplog.at_level(logging.ERROR, logger="serving"):
         client = not_ready_client(fresh_model_dir)
     try:
         ready = client.get("/v2/health/ready")
@@ -95,14 +96,14 @@ def test_auto_runtime_falls_back_to_sklearn_when_there_is_no_onnx_model(
     app = create_app(model_dir=fresh_model_dir, settings=Settings(runtime="auto"))
     app.start()
     assert app.state.wait(30)
-    assert app.state.loaded is not None and app.state.loaded.runtime.name == "sklearn"
+    assert app.state.served is not None and app.state.served.loaded.runtime.name == "sklearn"
 
 
 def test_auto_runtime_prefers_onnx_when_it_passes_the_golden_check(model_dir: Any) -> None:
     app = create_app(model_dir=model_dir.models, settings=Settings(runtime="auto"))
     app.start()
     assert app.state.wait(30)
-    assert app.state.loaded is not None and app.state.loaded.runtime.name == "onnx"
+    assert app.state.served is not None and app.state.served.loaded.runtime.name == "onnx"
 
 
 def test_lifespan_startup_starts_loading_and_liveness_answers_before_ready(model_dir: Any) -> None:

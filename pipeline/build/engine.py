@@ -1,0 +1,295 @@
+"""The container engine: the only module that imports `docker`.
+
+It speaks the Docker Engine API at ``DOCKER_HOST`` or the default socket (a Podman socket speaks
+the same API): finds or pulls a base image, builds with the classic builder while streaming its
+progress to the log, inspects images, and runs one container on a loopback port. Every failure a
+user can fix is an :class:`~pipeline.errors.ImageError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import docker
+from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.utils import parse_repository_tag
+
+from pipeline.errors import ImageError
+
+__all__ = ["Base", "BuildReport", "Container", "Engine", "ImageInfo"]
+
+log = logging.getLogger("pipeline.build.engine")
+START_ENGINE = (
+    "run `make docker` (on a root Debian machine it installs and starts dockerd; elsewhere it "
+    "says how to start Docker or Podman), or point DOCKER_HOST at a running engine"
+)
+_STEP = re.compile(r"^Step (\d+)/(\d+) : ")
+_NOISE = re.compile(r"^( ---> Running in | ---> [0-9a-f]{12}$|Removing intermediate container )")
+
+
+@dataclass(frozen=True)
+class Base:
+    """The base image the build uses; ``fallback`` when it is the air-gapped one."""
+
+    ref: str
+    id: str
+    fallback: bool
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: list[str]
+    labels: dict[str, str]
+    size: int
+    layers: list[str]  # RootFS diff ids, bottom first
+    user: str
+    digests: list[str] = field(default_factory=list)  # registry@sha256:..., once pushed/pulled
+
+
+@dataclass
+class BuildReport:
+    """What the builder said: steps, which of them came from the cache, how long it took."""
+
+    image_id: str = ""
+    steps: int = 0
+    cached: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Engine:
+    """A connected engine. :meth:`connect` fails with what to do when none answers."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, *, timeout: int = 900) -> Engine:
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
+        try:
+            client = docker.from_env(timeout=timeout)
+            client.ping()
+        except DockerException as exc:
+            reason = str(exc).splitlines()[0][:200]
+            raise ImageError(
+                f"no container engine answers at {where} ({reason}): {START_ENGINE}"
+            ) from None
+        return cls(client)
+
+    def describe(self) -> str:
+        version: dict[str, Any] = self.client.version()
+        names = [str(c.get("Name", "")) for c in version.get("Components") or []]
+        kind = "Podman" if any("podman" in n.lower() for n in names) else "Docker Engine"
+        where = os.environ.get("DOCKER_HOST") or "the default socket"
+        api = version.get("ApiVersion", "?")
+        return f"{kind} {version.get('Version', '?')} (API {api}) at {where}"
+
+    def image(self, ref: str) -> ImageInfo | None:
+        try:
+            attrs: dict[str, Any] = self.client.api.inspect_image(ref)
+        except (ImageNotFound, NotFound):
+            return None
+        config = attrs.get("Config") or {}
+        return ImageInfo(
+            id=str(attrs["Id"]),
+            tags=list(attrs.get("RepoTags") or []),
+            labels=dict(config.get("Labels") or {}),
+            size=int(attrs.get("Size") or 0),
+            layers=list((attrs.get("RootFS") or {}).get("Layers") or []),
+            user=str(config.get("User") or ""),
+            digests=list(attrs.get("RepoDigests") or []),
+        )
+
+    def resolve_base(self, *, base: str, fallback: str) -> Base:
+        """``base`` if present or pullable, else the air-gapped ``fallback`` (said so loudly)."""
+        found = self.image(base)
+        if found is not None:
+            return Base(base, found.id, fallback=False)
+        log.info("base image %s is not present: trying to pull it", base)
+        repository, tag = parse_repository_tag(base)
+        try:
+            self.client.images.pull(repository, tag=tag or "latest")
+            pulled = self.image(base)
+            if pulled is not None:
+                return Base(base, pulled.id, fallback=False)
+            reason = "pulled, yet not found under that name"
+        except DockerException as exc:
+            reason = str(exc).splitlines()[0][:160]
+        found = self.image(fallback)
+        if found is None:
+            raise ImageError(
+                f"base image {base} is neither present nor pullable ({reason}), and the "
+                f"air-gapped fallback {fallback} (image.fallback_base) does not exist: run "
+                "`make base-image` to build it from Debian packages, then re-run"
+            )
+        log.warning(
+            "base image %s is neither present nor pullable; using the air-gapped fallback %s "
+            "(Python 3.11 from Debian packages, built by `make base-image`)",
+            base,
+            fallback,
+        )
+        return Base(fallback, found.id, fallback=True)
+
+    def build(
+        self,
+        context: IO[bytes],
+        *,
+        tag: str,
+        buildargs: Mapping[str, str],
+    ) -> BuildReport:
+        """Build the tar ``context`` (its Dockerfile at the root) with no network, logging what
+        the builder prints (container bookkeeping at debug level)."""
+        report, started, step = BuildReport(), time.monotonic(), 0
+        tail: list[str] = []
+        stream = self.client.api.build(
+            fileobj=context,
+            custom_context=True,
+            dockerfile="Dockerfile",
+            tag=tag,
+            buildargs=dict(buildargs),
+            rm=True,
+            forcerm=True,
+            pull=False,
+            network_mode="none",
+            use_config_proxy=False,
+            decode=True,
+        )
+        try:
+            for chunk in stream:
+                if "error" in chunk or "errorDetail" in chunk:
+                    message = chunk.get("error") or chunk["errorDetail"].get("message", "")
+                    lines = "\n".join(tail[-25:])
+                    raise ImageError(f"docker build failed: {message.strip()}\n{lines}")
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    report.image_id = str(chunk["aux"]["ID"])
+                for line in str(chunk.get("stream", "")).splitlines():
+                    line = line.rstrip()
+                    if not line:
+                        continue
+                    tail.append(line)
+                    match = _STEP.match(line)
+                    if match:
+                        step, report.steps = int(match.group(1)), int(match.group(2))
+                    elif "Using cache" in line and step:
+                        report.cached.append(step)
+                    level = logging.DEBUG if _NOISE.match(line) else logging.INFO
+                    log.log(level, "build: %s", line if len(line) < 160 else line[:150] + " ...")
+        except DockerException as exc:
+            raise ImageError(f"docker build failed: {exc}") from None
+        report.seconds = time.monotonic() - started
+        return report
+
+    def tag(self, image_id: str, ref: str) -> None:
+        repository, tag = parse_repository_tag(ref)
+        self.client.api.tag(image_id, repository, tag=tag)
+
+    def untag(self, ref: str) -> None:
+        """Remove the name ``ref`` and the layers no other image uses. The dependency stage's
+        layers (the venv) are another image's, so a rebuild still finds them in the cache."""
+        try:
+            self.client.api.remove_image(ref)
+        except (ImageNotFound, NotFound):
+            pass
+        except DockerException as exc:  # e.g. a container still uses it
+            log.warning("could not remove %s: %s", ref, str(exc).splitlines()[0])
+
+    @contextmanager
+    def run(
+        self,
+        ref: str,
+        *,
+        port: int,
+        environment: Mapping[str, str] | None = None,
+        memory: str | None = None,
+        cpus: float | None = None,
+    ) -> Iterator[Container]:
+        """Run ``ref`` with container ``port`` published on a free 127.0.0.1 port, optionally
+        limited to ``memory`` (e.g. "512m") and ``cpus``; always stopped and removed after."""
+        limits: dict[str, Any] = {"mem_limit": memory} if memory else {}
+        if cpus:
+            limits["nano_cpus"] = int(cpus * 1e9)
+        try:
+            container = self.client.containers.run(
+                ref,
+                detach=True,
+                ports={f"{port}/tcp": ("127.0.0.1", None)},
+                environment=dict(environment or {}),
+                **limits,
+            )
+        except DockerException as exc:
+            raise ImageError(f"could not start a container from {ref}: {exc}") from None
+        try:
+            container.reload()
+            bindings = container.attrs["NetworkSettings"]["Ports"][f"{port}/tcp"]
+            yield Container(container, host_port=int(bindings[0]["HostPort"]))
+        finally:
+            try:
+                container.stop(timeout=10)
+            finally:
+                container.remove(force=True)
+
+    def push(
+        self,
+        image_id: str,
+        *,
+        repository: str,
+        tags: list[str],
+        auth: Mapping[str, str] | None = None,
+    ) -> str:
+        """Name ``image_id`` ``repository:tag`` for each tag and push it; return the registry's
+        manifest digest (one image: every tag must get the same digest). ``auth`` is the
+        engine's auth config (username/password or registrytoken); None: the engine's own
+        (`docker login`). Layers the registry already has are not sent again."""
+        digests: set[str] = set()
+        for tag in tags:
+            self.client.api.tag(image_id, repository, tag=tag)
+            log.info("pushing %s:%s", repository, tag)
+            last: dict[str, Any] = {}
+            try:
+                for chunk in self.client.api.push(
+                    repository,
+                    tag=tag,
+                    stream=True,
+                    decode=True,
+                    auth_config=dict(auth) if auth else None,
+                ):
+                    if "error" in chunk or "errorDetail" in chunk:
+                        detail = chunk.get("error") or chunk["errorDetail"].get("message", "")
+                        raise ImageError(f"push of {repository}:{tag} failed: {detail.strip()}")
+                    if "Digest" in (chunk.get("aux") or {}):
+                        last = chunk["aux"]
+                    elif chunk.get("status") in ("Pushed", "Layer already exists"):
+                        log.debug("push: %s %s", chunk.get("id"), chunk["status"])
+            except DockerException as exc:
+                raise ImageError(f"push of {repository}:{tag} failed: {exc}") from None
+            if not last:
+                raise ImageError(f"the engine pushed {repository}:{tag} but reported no digest")
+            digests.add(str(last["Digest"]))
+        if len(digests) != 1:
+            raise ImageError(f"the tags of {image_id} got different digests: {sorted(digests)}")
+        return digests.pop()
+
+
+class Container:
+    """A running container: where it listens, its state and its log."""
+
+    def __init__(self, container: Any, *, host_port: int) -> None:
+        self._container = container
+        self.host_port = host_port
+        self.id = str(container.id)
+
+    def state(self) -> dict[str, Any]:
+        self._container.reload()
+        return dict(self._container.attrs.get("State") or {})
+
+    def logs(self, *, tail: int | None = 60) -> str:
+        """The last ``tail`` lines of the container's output (None: all of it)."""
+        raw: bytes = self._container.logs(tail="all" if tail is None else tail)
+        return raw.decode("utf-8", errors="replace").rstrip()

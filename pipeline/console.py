@@ -1,0 +1,72 @@
+"""What a person sees on the terminal: log lines, one-line errors, the gate table.
+
+Shared by the `pipeline` command (:mod:`pipeline.cli`) and the DVC stages
+(``python -m pipeline.stages.X``), which must not import the CLI: a stage's code is a DVC
+dependency, and the command's help texts are not. Domain code never prints; it logs, returns
+records, or raises a :class:`~pipeline.errors.PipelineError`, which becomes one line here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from pipeline.errors import DataValidationError, GateFailed, PipelineError
+
+err = Console(stderr=True)
+out = Console()
+T = TypeVar("T")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
+    logging.getLogger("pipeline").setLevel(level)
+    for noisy in ("great_expectations", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def explain(exc: PipelineError) -> None:
+    """The error as a person reads it: one line (plus the failed rows it carries)."""
+    if isinstance(exc, DataValidationError):
+        for failure in exc.failures:
+            err.print(f"  [red]✗[/red] {failure}", markup=True, highlight=False)
+    if isinstance(exc, GateFailed):
+        gate_table(exc.rows, console=err)
+    err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True, markup=False)
+
+
+def guarded(action: Callable[[], T]) -> T:
+    """Run ``action``; a PipelineError becomes its one-line explanation and its exit code."""
+    try:
+        return action()
+    except PipelineError as exc:
+        explain(exc)
+        sys.exit(exc.exit_code)
+
+
+def run_stage(action: Callable[[], Any]) -> NoReturn:
+    """The body of a stage's ``main()``: logging, the stage, one line on failure, exit code."""
+    setup_logging()
+    guarded(action)
+    sys.exit(0)
+
+
+def gate_table(rows: list[Any], *, console: Console) -> None:
+    table = Table(title="quality gates")
+    for column in ("gate", "metric", "requirement", "champion", "candidate", "result"):
+        table.add_column(column)
+    for r in rows:
+        champion = "-" if r.champion is None else f"{r.champion:.4f}"
+        result = "[green]pass[/green]" if r.passed else "[red]FAIL[/red]"
+        note = f" ({r.note})" if r.note else ""
+        table.add_row(
+            r.gate, r.metric, r.requirement, champion, f"{r.candidate:.4f}", result + note
+        )
+    console.print(table)

@@ -1,0 +1,216 @@
+"""`pipeline contract-test --image REF`: run the contract suite against the image, write evidence.
+
+Starts the image through pipeline.build.engine (memory and CPU limits from params `contract`),
+waits for
+readiness within `contract.time_to_ready_s`, runs `pytest tests/contract --base-url ...` in a
+subprocess, and always stops and removes the container, Ctrl-C included. The evidence is
+`build/contract-report.json` (format: docs/contract-report.md), bound to the image id and, once
+pushed, its digest; plus JUnit XML and the container's log beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline import artifacts
+from pipeline.artifacts import REPORT_SCHEMA, ContractReport
+from pipeline.build.engine import Engine
+from pipeline.build.probe import PORT, SmokeFailed, wait_ready
+from pipeline.config import ContractParams, Params
+from pipeline.errors import ContractFailed, ImageError
+
+log = logging.getLogger("pipeline")
+SUITE = Path("tests/contract")
+
+
+def _check_of(classname: str) -> str:
+    module = classname.rsplit(".", 1)[-1]
+    return module.removeprefix("test_")
+
+
+def summarize_junit(path: Path) -> dict[str, Any]:
+    """Counts per check (test module), failed test ids, and properties the tests recorded."""
+    counts: dict[str, Counter[str]] = {}
+    failed: list[str] = []
+    properties: dict[str, Any] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        check = _check_of(case.get("classname", ""))
+        if case.find("failure") is not None or case.find("error") is not None:
+            outcome = "failed"
+            failed.append(f"{check}::{case.get('name')}")
+        elif case.find("skipped") is not None:
+            outcome = "skipped"
+        else:
+            outcome = "passed"
+        counts.setdefault(check, Counter())[outcome] += 1
+        for prop in case.iter("property"):
+            value = prop.get("value", "")
+            try:
+                properties[prop.get("name", "")] = json.loads(value)
+            except json.JSONDecodeError:
+                properties[prop.get("name", "")] = value
+    return {
+        "checks": {k: dict(v) for k, v in sorted(counts.items())},
+        "failed": failed,
+        "properties": properties,
+    }
+
+
+def run_suite(
+    *, base_url: str, junit: Path, model_card: Path, golden: Path, labels: Path, params: Path
+) -> int:
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(SUITE),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        f"--base-url={base_url}",
+        f"--model-card={model_card}",
+        f"--golden={golden}",
+        f"--image-labels={labels}",
+        f"--contract-params={params}",
+        f"--junitxml={junit}",
+        *("-o", "junit_family=xunit1"),  # xunit1 keeps the properties tests record
+    ]
+    # Options inherited from the caller's environment (PYTEST_ADDOPTS="-k nomatch", say) must not
+    # change what the suite checks.
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    return subprocess.run(command, check=False, env=env).returncode
+
+
+def tool_versions(engine: str) -> dict[str, str]:
+    versions = {"python": platform.python_version(), "container engine": engine}
+    for name in ("pytest", "schemathesis", "httpx", "hypothesis"):
+        versions[name] = metadata.version(name)
+    return versions
+
+
+def build_report(
+    *,
+    image: artifacts.TestedImage,
+    model: artifacts.TestedModel,
+    summary: dict[str, Any],
+    time_to_ready_s: float | None,
+    started: datetime,
+    tools: dict[str, str],
+    budgets: ContractParams,
+    error: str | None,
+) -> ContractReport:
+    """The report; ``verdict`` is pass only with no error, no failed test and at least one
+    passed test."""
+    props = summary.get("properties", {})
+    checks: dict[str, dict[str, int]] = summary.get("checks", {})
+    passed = sum(c.get("passed", 0) for c in checks.values())
+    if error is None and passed == 0:
+        error = "the contract suite ran no test"
+    verdict: Literal["pass", "fail"] = (
+        "pass" if error is None and not summary.get("failed") else "fail"
+    )
+    return ContractReport(
+        schema=REPORT_SCHEMA,
+        verdict=verdict,
+        error=error,
+        image=image,
+        model=model,
+        started=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        duration_s=round((datetime.now(UTC) - started).total_seconds(), 2),
+        time_to_ready_s=None if time_to_ready_s is None else round(time_to_ready_s, 3),
+        latency_ms={k: props.get(f"{k}_ms") for k in ("p50", "p95", "p99")},
+        fuzz_cases=props.get("fuzz_cases"),
+        budgets=budgets.model_dump(),
+        checks=checks,
+        failed=summary.get("failed", []),
+        tools=tools,
+    )
+
+
+def contract_test(
+    *, image_ref: str, params: Params, params_file: Path, out_dir: Path
+) -> ContractReport:
+    """Start `image_ref`, run the suite against it, write the report; raise unless it passed."""
+    started = datetime.now(UTC)
+    budgets = params.contract
+    card_path, golden = artifacts.MODEL_CARD, artifacts.GOLDEN
+    card = artifacts.read_card(card_path)
+    artifacts.read_golden(golden)
+    engine = Engine.connect()
+    info = engine.image(image_ref)
+    if info is None:
+        raise ImageError(f"no image {image_ref!r} here: build it (`dvc repro`) or pull it first")
+    if info.labels.get("ml.model.sha256") != card.sha256:
+        raise ContractFailed(
+            f"{image_ref} holds model sha256 {info.labels.get('ml.model.sha256')}, but "
+            f"{card_path} is {card.sha256}: test the image built from this workspace's model "
+            "(`dvc repro`, then build/image.json names it)"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels_file, junit = out_dir / "contract-labels.json", out_dir / "contract-junit.xml"
+    container_log = out_dir / "contract-container.log"
+    labels_file.write_text(json.dumps(info.labels, indent=2) + "\n")
+    junit.unlink(missing_ok=True)
+    ready: float | None = None
+    error: str | None = None
+    log.info("starting %s (memory %d MB, %g CPU)", image_ref, budgets.memory_mb, budgets.cpus)
+    clock = time.monotonic()
+    with engine.run(image_ref, port=PORT, memory=f"{budgets.memory_mb}m", cpus=budgets.cpus) as box:
+        url = f"http://127.0.0.1:{box.host_port}"
+        try:
+            ready = wait_ready(box, url, started=clock, timeout=budgets.time_to_ready_s)
+            log.info("ready after %.2f s; running %s against %s", ready, SUITE, url)
+            code = run_suite(
+                base_url=url,
+                junit=junit,
+                model_card=card_path,
+                golden=golden,
+                labels=labels_file,
+                params=params_file,
+            )
+            if code not in (0, 1):  # 1: some test failed (the JUnit file says which)
+                error = f"pytest exited {code} (usage error, interrupted, or no test collected)"
+        except SmokeFailed as exc:
+            error = f"readiness: {exc}"
+        finally:
+            container_log.write_text(box.logs(tail=None) + "\n")
+    summary = summarize_junit(junit) if junit.is_file() else {}
+    if error is None and not junit.is_file():
+        error = "the contract suite did not run (no JUnit report)"
+    report = build_report(
+        image=artifacts.TestedImage(
+            ref=image_ref, id=info.id, digests=info.digests, labels=info.labels
+        ),
+        model=artifacts.TestedModel(
+            model_name=card.model_name,
+            model_version=card.model_version,
+            run_id=card.run_id,
+            sha256=card.sha256,
+        ),
+        summary=summary,
+        time_to_ready_s=ready,
+        started=started,
+        tools=tool_versions(engine.describe()),
+        budgets=budgets,
+        error=error,
+    )
+    path = artifacts.write_report(report, out_dir / artifacts.CONTRACT_REPORT.name)
+    if report.verdict != "pass":
+        what = report.error or f"failed checks: {', '.join(report.failed)}"
+        raise ContractFailed(
+            f"{image_ref} broke its contract: {what}. Report: {path}, container log: "
+            f"{container_log}"
+        )
+    return report

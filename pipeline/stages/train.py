@@ -1,0 +1,109 @@
+"""Stage `train`: fit, export ONNX, log to MLflow, register a version, write models/."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sklearn
+
+from pipeline import artifacts, config, console, provenance
+from pipeline.config import Params, Settings
+from pipeline.ml import data, tracking, training
+from serving.card import OnnxEntry
+
+log = logging.getLogger("pipeline")
+
+
+def train(params: Params, settings: Settings) -> dict[str, Any]:
+    split = artifacts.read_split()
+    features, target = data.features_and_target(split.train, params.data.target)
+    log.info("fitting %s on %d rows", params.train.model, len(features))
+    model = training.fit(training.build(params.train, seed=params.base.seed), features, target)
+    train_metrics = {"train_accuracy": float(model.score(features, target))}
+    test_x, _ = data.features_and_target(split.test, params.data.target)
+    onnx = _export_onnx(model, test_x)
+    model_path = training.write_model(model)
+    facts = {
+        "git_commit": provenance.git_commit(),
+        "data_hash": provenance.data_hash(artifacts.PREPARED_DIR),
+    }
+    log.info("logging the run to MLflow at %s", tracking.redact(settings.mlflow_tracking_uri))
+    tracking.connect(settings, experiment=params.train.experiment)
+    registered = tracking.log_training(
+        model=model,
+        registered_name=params.train.registered_model_name,
+        params={
+            **training.hyperparameters(params.train),
+            "seed": params.base.seed,
+            "data.source": params.data.source,
+            "data.test_size": params.data.test_size,
+        },
+        metrics=train_metrics,
+        tags={
+            "mlflow.source.git.commit": facts["git_commit"],
+            "dvc.data_hash": facts["data_hash"],
+        },
+        train_frame=split.train,
+        target=params.data.target,
+        input_example=features.head(3),
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+    )
+    card = training.model_card(
+        model=model,
+        features=features,
+        target=params.data.target,
+        model_type=params.train.model,
+        registered=registered.__dict__,
+        sha256=training.sha256_file(model_path),
+        onnx=onnx,
+        provenance=facts,
+    )
+    artifacts.write_card(card)
+    artifacts.write_metrics(train_metrics, artifacts.TRAIN_METRICS)
+    log.info(
+        "registered %s version %s (run %s)", registered.name, registered.version, registered.run_id
+    )
+    return {**registered.__dict__, **train_metrics}
+
+
+def _export_onnx(model: Any, sample: Any) -> OnnxEntry | None:
+    """model.onnx when skl2onnx converts the pipeline and agrees with it on the holdout rows."""
+    from pipeline.ml import onnx_export
+
+    graph = onnx_export.to_onnx(model, n_features=sample.shape[1])
+    if graph is None:
+        return None
+    parity = onnx_export.check_parity(model, graph, sample.to_numpy(dtype="float64"))
+    if not parity.ok:
+        log.warning(
+            "ONNX export dropped: max |p - p_sklearn| = %.2g > %.0g or labels differ "
+            "on rows %s; serving will use scikit-learn",
+            parity.max_abs_diff,
+            parity.tolerance,
+            list(parity.mismatched_rows)[:5],
+        )
+        return None
+    path = artifacts.ONNX_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(graph)
+    log.info(
+        "ONNX export agrees on %d holdout rows (max |dp| %.2g <= %.0g)",
+        parity.n_rows,
+        parity.max_abs_diff,
+        parity.tolerance,
+    )
+    return OnnxEntry(
+        file=path.name,
+        sha256=training.sha256_file(path),
+        max_abs_diff=parity.max_abs_diff,
+        tolerance=parity.tolerance,
+    )
+
+
+def main() -> None:
+    console.run_stage(lambda: train(config.load_params(), config.load_settings()))
+
+
+if __name__ == "__main__":
+    main()

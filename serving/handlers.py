@@ -1,0 +1,217 @@
+"""Route handlers: each takes a fully read :class:`Request` and returns a :class:`Response`.
+
+Handlers are synchronous on purpose: a 1-row prediction costs microseconds with onnxruntime,
+less than a hop to a thread pool would. Everything derived from the model (schema, metadata,
+OpenAPI, docs) is computed once, in the loader thread, before readiness flips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from serving.codec import dumps
+from serving.docs import docs_page
+from serving.errors import ServingError
+from serving.loader import LoadedModel, ModelState
+from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from serving.metrics import Metrics
+from serving.openapi import openapi_document
+from serving.protocols import oip
+from serving.protocols.mlflow import parse_invocation, predictions
+from serving.schema import InputSchema
+from serving.settings import Settings
+
+__all__ = ["Handler", "Handlers", "Request", "Response", "Served", "prepare"]
+
+JSON = b"application/json"
+SERVER_NAME = "pipeline-serving"
+SERVER_VERSION = "1"
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    body: bytes
+    content_type: str | None
+    request_id: str
+    header_length: str | None = None
+    version: str | None = None
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Served:
+    loaded: LoadedModel
+    schema: InputSchema
+    metadata: bytes
+    v2_model: bytes
+    openapi: bytes
+    docs: bytes
+
+
+Handler = Callable[[Request], Response]
+
+
+def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Served:
+    """Everything the handlers need from the loaded model, built once in the loader thread
+    before readiness flips."""
+    card, runtime = loaded.card, loaded.runtime
+    schema = InputSchema(card.features, max_rows=settings.max_rows)
+    facts = asdict(card)
+    facts.pop("features")
+    metadata = {
+        **facts,
+        "input_schema": [{"name": f.name, "dtype": f.dtype} for f in card.features],
+        "holdout_metrics": loaded.holdout_metrics,
+        "runtime": {
+            "name": runtime.name,
+            "probability_tolerance": runtime.tolerance,
+            "golden_max_abs_diff": loaded.golden_max_abs_diff,
+            "probability_datatype": runtime.probability_datatype,
+        },
+    }
+    v2 = oip.model_metadata(
+        card, runtime=runtime.name, probability_datatype=runtime.probability_datatype
+    )
+    document = openapi_document(
+        card, max_rows=settings.max_rows, probability_datatype=runtime.probability_datatype
+    )
+    example = {
+        "dataframe_split": {"columns": list(card.feature_names), "data": [[0.0] * schema.width]}
+    }
+    metrics.set_model(
+        {
+            "model_name": card.model_name,
+            "model_version": card.model_version,
+            "run_id": card.run_id,
+            "git_commit": card.git_commit,
+            "runtime": runtime.name,
+        },
+        ready=True,
+    )
+    return Served(
+        loaded=loaded,
+        schema=schema,
+        metadata=dumps(metadata),
+        v2_model=dumps(v2),
+        openapi=dumps(document),
+        docs=docs_page(card, example=example),
+    )
+
+
+class Handlers:
+    """One method per route of :data:`serving.routes.ROUTES` (the table names them)."""
+
+    def __init__(self, *, state: ModelState[Served], metrics: Metrics) -> None:
+        self.state = state
+        self.metrics = metrics
+
+    def _served(self) -> Served:
+        served = self.state.served
+        if served is None:
+            reason = self.state.error or "the model is still loading"
+            raise ServingError.not_ready(f"model not ready: {reason}")
+        return served
+
+    # -- MLflow scoring protocol -----------------------------------------------------------
+
+    def invocations(self, request: Request) -> Response:
+        served = self._served()
+        x = parse_invocation(request.body, request.content_type, served.schema)
+        labels = served.loaded.runtime.predict(x)
+        self.metrics.observe_predictions(labels.tolist())
+        return Response(200, predictions(labels))
+
+    def ping(self, request: Request) -> Response:
+        self._served()
+        return Response(200, b"\n")
+
+    def version(self, request: Request) -> Response:
+        return Response(200, self._served().loaded.card.model_version.encode(), b"text/plain")
+
+    def metadata(self, request: Request) -> Response:
+        return Response(200, self._served().metadata)
+
+    def prometheus(self, request: Request) -> Response:
+        return Response(200, self.metrics.render(), METRICS_CONTENT_TYPE.encode())
+
+    def openapi(self, request: Request) -> Response:
+        return Response(200, self._served().openapi)
+
+    def docs(self, request: Request) -> Response:
+        return Response(200, self._served().docs, b"text/html; charset=utf-8")
+
+    # -- Open Inference Protocol ---------------------------------------------------------
+
+    def server_metadata(self, request: Request) -> Response:
+        body = {
+            "name": SERVER_NAME,
+            "version": SERVER_VERSION,
+            "extensions": ["binary_tensor_data"],
+        }
+        return Response(200, dumps(body))
+
+    def live(self, request: Request) -> Response:
+        return Response(200, b'{"live":true}')
+
+    def ready(self, request: Request) -> Response:
+        if self.state.served is not None:
+            return Response(200, b'{"ready":true}')
+        body: dict[str, Any] = {"ready": False, "status": self.state.status}
+        if self.state.error:
+            body["message"] = self.state.error
+        return Response(503, dumps(body))
+
+    def model_metadata(self, request: Request) -> Response:
+        return Response(200, self._model(request).v2_model)
+
+    def model_ready(self, request: Request) -> Response:
+        served = self._model(request)
+        return Response(200, dumps({"name": served.loaded.card.model_name, "ready": True}))
+
+    def infer(self, request: Request) -> Response:
+        served = self._model(request)
+        parsed = oip.parse_infer(
+            request.body, header_length=request.header_length, schema=served.schema
+        )
+        runtime = served.loaded.runtime
+        if "probabilities" in parsed.outputs:
+            labels, probabilities = runtime.predict_with_probabilities(parsed.x)
+        else:
+            labels = runtime.predict(parsed.x)
+            probabilities = labels[:0]
+        self.metrics.observe_predictions(labels.tolist())
+        body = oip.infer_response(
+            card=served.loaded.card,
+            probability_datatype=runtime.probability_datatype,
+            labels=labels,
+            probabilities=probabilities,
+            outputs=parsed.outputs,
+            request_id=parsed.id or request.request_id,
+        )
+        return Response(200, body)
+
+    def _model(self, request: Request) -> Served:
+        served = self._served()
+        card = served.loaded.card
+        name = request.path[len("/v2/models/") :].split("/", 1)[0]
+        if name != card.model_name:
+            raise ServingError.not_found(
+                f"model {name!r} is not served here; {card.model_name!r} is"
+            )
+        if request.version is not None and request.version != card.model_version:
+            raise ServingError.not_found(
+                f"version {request.version!r} of {name!r} is not served here; "
+                f"{card.model_version!r} is"
+            )
+        return served

@@ -1,0 +1,256 @@
+"""Open Inference Protocol (KServe V2 / Triton HTTP) for a tabular classifier.
+
+Inputs, either form:
+
+* one tensor (any name, e.g. ``"input"``) of shape ``[n, n_features]``, columns in model order;
+* one tensor per feature, named after the column, each of shape ``[n]`` or ``[n, 1]`` (what
+  KServe's scikit-learn server turns into a DataFrame).
+
+Data may be JSON (flat row-major or nested) or, with the ``Inference-Header-Content-Length``
+header, the binary tensor extension Triton clients use by default. Outputs: ``label``
+(``INT64``, or ``BYTES`` for string classes, shape ``[n]``) and ``probabilities`` (``FP64`` from
+scikit-learn, ``FP32`` from ONNX, shape ``[n, n_classes]``); ``outputs`` in the request selects
+among them. Outputs are always JSON, which Triton clients read whether or not they asked for
+binary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from serving.card import ModelCard
+from serving.codec import decode_json, dumps
+from serving.errors import ServingError
+from serving.schema import InputSchema, Matrix
+
+__all__ = ["OUTPUTS", "InferRequest", "infer_response", "model_metadata", "parse_infer"]
+
+OUTPUTS = ("label", "probabilities")
+_DTYPES = {
+    "BOOL": "?",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+}
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    x: Matrix
+    outputs: tuple[str, ...]
+    id: str | None
+
+
+def parse_infer(body: bytes, *, header_length: str | None, schema: InputSchema) -> InferRequest:
+    binary = b""
+    if header_length is not None:
+        try:
+            split = int(header_length)
+        except ValueError:
+            raise ServingError.bad_request(
+                "Inference-Header-Content-Length is not an integer"
+            ) from None
+        if not 0 < split <= len(body):
+            raise ServingError.bad_request(
+                f"Inference-Header-Content-Length {split} is outside the body ({len(body)} bytes)"
+            )
+        body, binary = body[:split], body[split:]
+    request = decode_json(body)
+    if not isinstance(request, dict):
+        raise ServingError.bad_request("the inference request must be a JSON object")
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
+        raise ServingError.invalid("'inputs' must be a non-empty list of tensor objects")
+    booleans = b"true" in body or b"false" in body
+    tensors: list[tuple[str, npt.NDArray[Any]]] = []
+    offset = 0
+    for i, tensor in enumerate(inputs):
+        array, offset = _tensor(tensor, f"inputs[{i}]", binary, offset, booleans=booleans)
+        tensors.append((tensor["name"], array))
+    if offset != len(binary):
+        raise ServingError.bad_request(f"{len(binary) - offset} binary bytes belong to no input")
+    rid = request.get("id")
+    return InferRequest(
+        x=_matrix(tensors, schema),
+        outputs=_outputs(request),
+        id=rid if isinstance(rid, str) else None,
+    )
+
+
+def _tensor(
+    tensor: dict[str, Any], where: str, binary: bytes, offset: int, *, booleans: bool
+) -> tuple[npt.NDArray[Any], int]:
+    name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+    if not isinstance(name, str):
+        raise ServingError.invalid(f"{where}.name must be a string")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise ServingError.invalid(f"{where} ({name!r}).shape must be a list of sizes >= 0")
+    if not 1 <= len(shape) <= 2:
+        # A tabular model takes [n, n_features] or one [n] / [n, 1] tensor per column; more
+        # dimensions (or sizes whose product numpy cannot even index) are never valid here.
+        raise ServingError.invalid(
+            f"{where} ({name!r}).shape {shape} must have 1 or 2 dimensions ([n] or [n, k])"
+        )
+    if not isinstance(datatype, str) or datatype not in _DTYPES or datatype == "BOOL":
+        raise ServingError.invalid(
+            f"{where} ({name!r}).datatype {datatype!r} is not a numeric type this model takes "
+            f"({', '.join(d for d in _DTYPES if d != 'BOOL')})"
+        )
+    size = math.prod(shape)
+    parameters = tensor.get("parameters") or {}
+    nbytes = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if nbytes is not None:
+        dtype = np.dtype(_DTYPES[datatype])
+        if (
+            type(nbytes) is not int
+            or nbytes != size * dtype.itemsize
+            or offset + nbytes > len(binary)
+        ):
+            raise ServingError.invalid(
+                f"{where} ({name!r}): binary_data_size {nbytes!r} does not hold {size} {datatype}"
+            )
+        array = np.frombuffer(binary, dtype=dtype, count=size, offset=offset)
+        return array.reshape(shape), offset + nbytes
+    data = tensor.get("data")
+    if not isinstance(data, list):
+        raise ServingError.invalid(f"{where} ({name!r}).data must be a list")
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError):
+        raise ServingError.invalid(f"{where} ({name!r}).data is ragged or not numeric") from None
+    if array.dtype.kind not in "fiu" or (booleans and _has_bool(data)):
+        raise ServingError.invalid(
+            f"{where} ({name!r}).data must hold only numbers for datatype {datatype}"
+        )
+    if array.size != size:
+        raise ServingError.invalid(
+            f"{where} ({name!r}): shape {shape} needs {size} values, data holds {array.size}"
+        )
+    if datatype[0] in "IU" and array.dtype.kind == "f" and not (array == np.floor(array)).all():
+        raise ServingError.invalid(
+            f"{where} ({name!r}): datatype {datatype} but data holds fractions"
+        )
+    return array.reshape(shape), offset
+
+
+def _matrix(tensors: list[tuple[str, npt.NDArray[Any]]], schema: InputSchema) -> Matrix:
+    if len(tensors) == 1 and tensors[0][1].ndim == 2 and tensors[0][0] not in schema.index:
+        name, array = tensors[0]
+        if array.shape[1] != schema.width:
+            raise ServingError.invalid(
+                f"input {name!r} has shape {list(array.shape)}; the model takes [n, "
+                f"{schema.width}] with columns {schema.names_list}, or one tensor per column"
+            )
+        schema.check_count(array.shape[0], f"input {name!r}")
+        return schema.finish(np.ascontiguousarray(array, dtype=np.float64), f"input {name!r}")
+    names = [name for name, _ in tensors]
+    try:
+        schema.check_columns(names, "input tensor names")
+    except ServingError as exc:
+        raise ServingError.invalid(
+            f"{exc.message} (or send one tensor of shape [n, {schema.width}])"
+        ) from None
+    columns = dict(tensors)
+    lengths = {columns[n].shape[0] if columns[n].ndim else -1 for n in schema.names}
+    bad = [
+        n
+        for n in schema.names
+        if columns[n].ndim not in (1, 2) or columns[n].size != columns[n].shape[0]
+    ]
+    if bad or len(lengths) != 1:
+        raise ServingError.invalid(
+            "per-column inputs must all have shape [n] or [n, 1] with the same n; "
+            f"see {bad or names}"
+        )
+    n = lengths.pop()
+    schema.check_count(n, "the input tensors")
+    x = np.empty((n, schema.width), dtype=np.float64)
+    for j, name in enumerate(schema.names):
+        x[:, j] = columns[name].reshape(n)
+    return schema.finish(x, "the input tensors")
+
+
+def _outputs(request: dict[str, Any]) -> tuple[str, ...]:
+    requested = request.get("outputs")
+    if requested is None:
+        return OUTPUTS
+    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+        raise ServingError.invalid("'outputs' must be a list of {\"name\": ...} objects")
+    names = tuple(o.get("name") for o in requested)
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown:
+        raise ServingError.invalid(f"unknown outputs {unknown}: this model has {list(OUTPUTS)}")
+    return tuple(str(n) for n in names) or OUTPUTS
+
+
+def _has_bool(data: list[Any]) -> bool:
+    return any(type(v) is bool or (isinstance(v, list) and _has_bool(v)) for v in data)
+
+
+def label_datatype(card: ModelCard) -> str:
+    return "INT64" if all(isinstance(c, int) for c in card.classes) else "BYTES"
+
+
+def infer_response(
+    *,
+    card: ModelCard,
+    probability_datatype: str,
+    labels: npt.NDArray[Any],
+    probabilities: npt.NDArray[Any],
+    outputs: tuple[str, ...],
+    request_id: str,
+) -> bytes:
+    tensors = {
+        "label": {
+            "name": "label",
+            "datatype": label_datatype(card),
+            "shape": [len(labels)],
+            "data": labels,
+        },
+        "probabilities": {
+            "name": "probabilities",
+            "datatype": probability_datatype,
+            "shape": list(probabilities.shape),
+            "data": probabilities.ravel(),
+        },
+    }
+    return dumps(
+        {
+            "model_name": card.model_name,
+            "model_version": card.model_version,
+            "id": request_id,
+            "outputs": [tensors[name] for name in outputs],
+        }
+    )
+
+
+def model_metadata(card: ModelCard, *, runtime: str, probability_datatype: str) -> dict[str, Any]:
+    width, k = len(card.features), len(card.classes)
+    return {
+        "name": card.model_name,
+        "versions": [card.model_version],
+        "platform": "onnxruntime_onnx" if runtime == "onnx" else "sklearn",
+        "inputs": [{"name": "input", "datatype": "FP64", "shape": [-1, width]}],
+        "outputs": [
+            {"name": "label", "datatype": label_datatype(card), "shape": [-1]},
+            {"name": "probabilities", "datatype": probability_datatype, "shape": [-1, k]},
+        ],
+        "parameters": {
+            "feature_names": list(card.feature_names),
+            "feature_dtypes": [f.dtype for f in card.features],
+            "classes": list(card.classes),
+        },
+    }

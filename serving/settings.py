@@ -1,0 +1,120 @@
+"""Serving settings, read once from the environment and validated at start-up.
+
+=============================  ============  ===============================================
+variable                       default       meaning
+=============================  ============  ===============================================
+``SERVING_MODEL_DIR``          ``models``    holds model.json, model.pkl, model.onnx
+``SERVING_HOST``               ``0.0.0.0``   interface to bind
+``SERVING_PORT``               ``8080``      TCP port
+``SERVING_WORKERS``            ``1``         worker processes, each with its own model copy
+``SERVING_MAX_ROWS``           ``10000``     rows per request; more answers 413
+``SERVING_MAX_BODY_BYTES``     ``67108864``  request body bytes; more answers 413
+``SERVING_LOG_LEVEL``          ``info``      debug, info, warning, error, critical
+``SERVING_ACCESS_LOG``         ``true``      one JSON access-log line per request
+``SERVING_RUNTIME``            ``auto``      auto (ONNX if it passes the golden check,
+                                             else scikit-learn), onnx, sklearn
+``SERVING_GRACEFUL_TIMEOUT``   ``30``        seconds in-flight requests get after SIGTERM
+``SERVING_GOLDEN``             (searched)    golden rows; default MODEL_DIR/golden.json,
+                                             then MODEL_DIR/../reports/golden.json
+``SERVING_HOLDOUT_METRICS``    (searched)    holdout metrics file; default MODEL_DIR/holdout.json,
+                                             then MODEL_DIR/../metrics/holdout.json
+=============================  ============  ===============================================
+
+A bad value is an error that names the variable, raised before anything listens.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, cast
+
+from serving.errors import SettingsError
+
+__all__ = ["Runtime", "Settings", "SettingsError"]
+
+Runtime = Literal["auto", "onnx", "sklearn"]
+_RUNTIMES = ("auto", "onnx", "sklearn")
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything about how to serve; nothing about what the model is (that is model.json)."""
+
+    model_dir: Path = Path("models")
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 1
+    max_rows: int = 10_000
+    max_body_bytes: int = 64 * 1024 * 1024
+    log_level: str = "info"
+    access_log: bool = True
+    runtime: Runtime = "auto"
+    graceful_timeout: int = 30
+    holdout_metrics: Path | None = None
+    golden: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``SERVING_*`` variables; unset ones keep the defaults above."""
+        env = os.environ if environ is None else environ
+        default = cls()
+        runtime = _choice(env, "SERVING_RUNTIME", default.runtime, _RUNTIMES)
+        holdout = env.get("SERVING_HOLDOUT_METRICS")
+        golden = env.get("SERVING_GOLDEN")
+        return cls(
+            model_dir=Path(env.get("SERVING_MODEL_DIR", str(default.model_dir))),
+            host=env.get("SERVING_HOST", default.host),
+            port=_integer(env, "SERVING_PORT", default.port, low=0, high=65535),
+            workers=_integer(env, "SERVING_WORKERS", default.workers, low=1, high=256),
+            max_rows=_integer(env, "SERVING_MAX_ROWS", default.max_rows, low=1, high=10**8),
+            max_body_bytes=_integer(
+                env, "SERVING_MAX_BODY_BYTES", default.max_body_bytes, low=1, high=2**40
+            ),
+            log_level=_choice(env, "SERVING_LOG_LEVEL", default.log_level, _LOG_LEVELS),
+            access_log=_boolean(env, "SERVING_ACCESS_LOG", default.access_log),
+            runtime=cast(Runtime, runtime),
+            graceful_timeout=_integer(
+                env, "SERVING_GRACEFUL_TIMEOUT", default.graceful_timeout, low=0, high=3600
+            ),
+            holdout_metrics=Path(holdout) if holdout else None,
+            golden=Path(golden) if golden else None,
+        )
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value not in allowed:
+        raise SettingsError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+    return value

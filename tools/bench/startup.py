@@ -1,0 +1,45 @@
+"""Startup and size: container start to ready, ours against MLflow's, alternating; the images'
+sizes on the same base."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tools.bench import containers, servers
+from tools.bench.stats import Spread
+
+log = logging.getLogger("bench")
+
+
+def run_section(*, ours: str, mlflow: str | None, base: str, runs: int) -> dict[str, Any]:
+    images = {"ours": (ours, "/v2/health/ready")}
+    if mlflow:
+        images["mlflow-container"] = (mlflow, "/ping")
+    ready: dict[str, list[float]] = {name: [] for name in images}
+    idle_rss: dict[str, list[float]] = {name: [] for name in images}
+    for run in range(runs):
+        for name, (image, path) in images.items():
+            server = servers.start_container(
+                name=name, title=name, image=image, ready_path=path, workers="default"
+            )
+            try:
+                ready[name].append(server.ready_seconds)
+                idle_rss[name].append(server.rss_bytes() / 1e6)
+            finally:
+                server.stop()
+            log.info("startup %s run %d/%d: ready in %.2f s", name, run + 1, runs, ready[name][-1])
+    base_size = containers.image_size(base)
+    result: dict[str, Any] = {"ready_s": {}, "idle_rss_mb": {}, "size": {}}
+    for name, (image, _) in images.items():
+        size = containers.image_size(image)
+        result["ready_s"][name] = Spread.of(ready[name]).as_dict(3)
+        result["idle_rss_mb"][name] = Spread.of(idle_rss[name]).as_dict(1)
+        result["size"][name] = {
+            "image": image,
+            "bytes": size,
+            "mb": round(size / 1e6, 1),
+            "above_base_mb": round((size - base_size) / 1e6, 1),
+        }
+    result["size"]["base"] = {"image": base, "bytes": base_size, "mb": round(base_size / 1e6, 1)}
+    return result
