@@ -3,27 +3,21 @@
 HTTP contract
 =============
 
-MLflow scoring protocol (a client of ``mlflow models serve`` only changes the URL):
+The routes, their methods and one line each are in :data:`serving.routes.ROUTES` (the same
+table dispatches here and generates ``/openapi.json`` and ``/docs``). What they promise:
 
-* ``POST /invocations`` -- ``application/json`` with exactly one of ``dataframe_split``,
-  ``dataframe_records``, ``instances``, ``inputs`` (rows as lists in model column order, or
-  records as objects), or ``text/csv`` with a header -> ``200 {"predictions": [label, ...]}``.
-* ``GET /ping``, ``GET /health`` -> ``200`` once ready, ``503`` before.
-* ``GET /version`` -> the model version, ``text/plain``.
-
-Open Inference Protocol (KServe V2; ``/v2/models/{name}/versions/{version}/...`` too):
-
-* ``GET /v2/health/live`` -> ``200`` while the process runs (liveness, never waits for the model).
-* ``GET /v2/health/ready`` -> ``200 {"ready": true}`` only after the model file's sha256 matched
-  ``model.json``, the model loaded, the golden rows matched and a warm-up prediction succeeded;
-  ``503 {"ready": false, "status": "loading"|"failed", "message": why}`` otherwise, forever if
+* MLflow scoring protocol (a client of ``mlflow models serve`` only changes the URL):
+  ``POST /invocations`` takes ``application/json`` with exactly one of ``dataframe_split``,
+  ``dataframe_records``, ``instances``, ``inputs``, or ``text/csv`` with a header, and answers
+  ``{"predictions": [label, ...]}`` (:mod:`.protocols.mlflow`).
+* Open Inference Protocol (KServe V2, Triton clients), ``/v2/models/{name}/versions/{version}``
+  too: tensors in, ``label`` and ``probabilities`` out (:mod:`.protocols.oip`).
+* Liveness (``/v2/health/live``) answers ``200`` while the process runs and never waits for
+  the model. Readiness (``/v2/health/ready``, ``/ping``, ``/health``) answers ``200`` only after
+  the model file's sha256 matched ``model.json``, the model loaded, the golden rows matched
+  within the runtime's tolerance and a warm-up prediction succeeded (:mod:`.loader`); before
+  that ``503 {"ready": false, "status": "loading"|"failed", "message": why}``, forever if
   loading failed (the reason is also logged).
-* ``GET /v2`` server metadata; ``GET /v2/models/{name}`` tensor metadata;
-  ``GET /v2/models/{name}/ready``; ``POST /v2/models/{name}/infer`` (see :mod:`.oip`).
-
-Facts and operations: ``GET /metadata`` (name, version, run id, git commit, data hash, holdout
-metrics, input schema, classes, runtime and its tolerance), ``GET /openapi.json`` (built from
-the model's features), ``GET /docs``, ``GET /metrics`` (Prometheus, see :mod:`.metrics`).
 
 Errors: always JSON ``{"error_code": ..., "message": ...}`` (V2 routes add ``"error"``) naming
 the offending field, column or row. Invalid JSON, wrong format, missing/unknown/repeated

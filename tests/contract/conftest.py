@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from pipeline.config import ContractParams, load_params
+from serving.card import read_card, read_golden
+from serving.runtime import declared_tolerance
 
 
 @pytest.fixture(scope="session")
@@ -31,13 +33,19 @@ def http(base_url: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="session")
 def card(pytestconfig: pytest.Config) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(Path(pytestconfig.getoption("--model-card")).read_text())
+    """The validated model's card as JSON (checked by its one reader first)."""
+    path = Path(pytestconfig.getoption("--model-card"))
+    read_card(path)
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
 @pytest.fixture(scope="session")
 def golden(pytestconfig: pytest.Config) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(Path(pytestconfig.getoption("--golden")).read_text())
+    """The golden rows as JSON (checked by their one reader first)."""
+    path = Path(pytestconfig.getoption("--golden"))
+    read_golden(path)
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
@@ -53,10 +61,11 @@ def budgets(pytestconfig: pytest.Config) -> ContractParams:
 
 
 @pytest.fixture(scope="session")
-def tolerance(card: dict[str, Any], budgets: ContractParams) -> float:
-    """The most |p - p_golden| the validated model allows: ONNX's declared bound, or sklearn's."""
-    onnx = card.get("onnx")
-    return float(onnx["tolerance"]) if onnx else budgets.sklearn_tolerance
+def tolerance(http: httpx.Client, budgets: ContractParams) -> float:
+    """The most |p - p_golden| allowed: what the runtime the server names declares in
+    serving.runtime (the server cannot widen it), tightened by `contract.probability_tolerance`."""
+    runtime = http.get("/metadata").json()["runtime"]["name"]
+    return declared_tolerance(runtime, tighter=budgets.probability_tolerance)
 
 
 @pytest.fixture(scope="session")

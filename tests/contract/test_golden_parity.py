@@ -2,7 +2,8 @@
 
 reports/golden.json holds holdout rows with the in-process model's exact classes and
 probabilities (written by the validate stage). Classes must match exactly; probabilities within
-the tolerance the validated model declares (ONNX: model.json's bound; scikit-learn: ~1e-9).
+the tolerance the serving runtime declares (serving.runtime.TOLERANCES: ONNX 1e-5, scikit-learn
+1e-12), which params.yaml's `contract.probability_tolerance` may only tighten.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ back from. The tests run in file order and build on each other, as a release doe
 from __future__ import annotations
 
 import io
-import json
 import re
 import shutil
 import subprocess
@@ -27,11 +26,12 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from pipeline import artifacts
 from pipeline.build.engine import Engine
 from pipeline.config import ContractParams, Settings
 from pipeline.ml import tracking
 from pipeline.release import promotion
-from pipeline.release.contract_runner import write_report
+from pipeline.release.contract_runner import build_report
 from pipeline.release.evidence import find_evidence
 from pipeline.release.registry import Registry
 from tests.support.registry import LocalRegistry, TokenServer, htpasswd
@@ -223,38 +223,56 @@ def test_an_untested_digest_is_refused_and_a_report_is_evidence_only_for_its_own
     digest = engine.push(image_id, repository=world.registry.address + "/" + REPOSITORY, tags=["u"])
     world.digests["untested"] = digest
     done = world.pipeline("promote", "--image", digest, "--to", "staging", check=False)
-    assert done.code == 1 and "no passing contract evidence" in done.output, done.output
+    assert done.code == 8 and "no passing contract evidence" in done.output, done.output
     assert "Traceback" not in done.output
     assert not (world.work / "deploy/staging.yaml").exists()
     assert world.client().digest_of("staging") is None
     # A's passing report, offered as evidence for the untested image, is refused.
     done = world.pipeline("attest", "--image", digest, check=False)
-    assert done.code == 1 and "is not evidence for" in done.output, done.output
+    assert done.code == 8 and "is not evidence for" in done.output, done.output
 
 
-def test_a_failing_report_is_not_attested(world: World, tmp_path: Path) -> None:
-    built = world.image_json()
-    report = tmp_path / "failed-report.json"
-    write_report(  # the writer `pipeline contract-test` uses, with the failure it would record
-        path=report,
-        image={"ref": built["image"], "id": built["id"], "digest": built["digest"]},
-        model={},
-        summary={"failed": ["latency::test_p95_within_budget"]},
+def write_report(path: Path, built: dict[str, Any], *, summary: dict[str, Any]) -> None:
+    """A report as `pipeline contract-test` writes it (its own builder), for ``built``."""
+    labels = built["labels"]
+    report = build_report(
+        image=artifacts.TestedImage(ref=built["image"], id=built["id"], digest=built["digest"]),
+        model=artifacts.TestedModel(
+            model_name=labels.get("ml.model.name", "none"),
+            model_version=labels.get("ml.model.version", "0"),
+            run_id=labels.get("ml.mlflow.run_id", "none"),
+            sha256=labels.get("ml.model.sha256", "0" * 64),
+        ),
+        summary=summary,
         time_to_ready_s=1.0,
         started=datetime.now(UTC),
         tools={},
         budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10),
         error=None,
     )
+    artifacts.write_report(report, path)
+
+
+def test_a_failing_report_is_not_attested(world: World, tmp_path: Path) -> None:
+    built = world.image_json()
+    report = tmp_path / "failed-report.json"
+    write_report(  # the writer `pipeline contract-test` uses, with the failure it would record
+        report,
+        built,
+        summary={
+            "checks": {"latency": {"passed": 1, "failed": 1}},
+            "failed": ["latency::test_p95_within_budget"],
+        },
+    )
     done = world.pipeline("attest", "--report", str(report), check=False)
-    assert done.code == 1 and "verdict 'fail'" in done.output, done.output
+    assert done.code == 8 and "verdict 'fail'" in done.output, done.output
 
 
 def test_production_is_refused_before_staging_holds_the_digest(world: World) -> None:
     done = world.pipeline(
         "promote", "--image", world.digests["A"], "--to", "production", check=False
     )
-    assert done.code == 1 and "production takes only the digest staging holds" in done.output
+    assert done.code == 8 and "production takes only the digest staging holds" in done.output
     assert not (world.work / "deploy/production.yaml").exists()
 
 
@@ -349,7 +367,7 @@ def test_a_second_promotion_of_an_environment_waits_for_the_first_or_fails_clear
         done = world.pipeline(
             "rollback", "--env", "production", check=False, PROMOTE_LOCK_TIMEOUT_S="1"
         )
-    assert done.code == 1 and "another promotion of production" in done.output, done.output
+    assert done.code == 8 and "another promotion of production" in done.output, done.output
     assert (world.work / "deploy/production.yaml").read_bytes() == before
     with promotion.locked(world.settings(), "production"):
         waiting, seen = start_waiting(
@@ -426,8 +444,21 @@ def plain_image(world: World, engine: Engine, tmp_path_factory: pytest.TempPathF
     assert info is not None
     work = tmp_path_factory.mktemp("auth")
     (work / "build").mkdir()
-    built = {"image": ref, "id": info.id, "labels": info.labels}
-    (work / "build/image.json").write_text(json.dumps(built))
+    record = artifacts.ImageRecord(
+        image=ref,
+        id=info.id,
+        tags=[ref],
+        labels=info.labels,
+        size_bytes=info.size,
+        size_mb=round(info.size / 1e6, 1),
+        max_size_mb=1000,
+        content_hash="0" * 64,
+        base=artifacts.BaseImage(ref=base, id=info.id, fallback=False),
+        build=None,
+        smoke={},
+        engine="test",
+    )
+    artifacts.write_image(record, work / "build/image.json")
     return work
 
 
@@ -438,15 +469,9 @@ def push_and_attest(work: Path, registry: LocalRegistry, **auth: str) -> Outcome
         return done
     built = world.image_json()
     write_report(  # an honest pass for this digest: it is not a model server (see plain_image)
-        path=work / "build/contract-report.json",
-        image={"ref": built["image"], "id": built["id"], "digest": built["digest"]},
-        model={},
+        work / "build/contract-report.json",
+        built,
         summary={"checks": {"auth-only": {"passed": 1}}, "failed": []},
-        time_to_ready_s=None,
-        started=datetime.now(UTC),
-        tools={},
-        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10),
-        error=None,
     )
     return world.pipeline("attest", check=False, **auth)
 

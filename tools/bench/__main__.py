@@ -1,8 +1,8 @@
 """`python -m tools.bench`: run the benchmark and write tools/bench/results.md and results.json.
 
-    python -m bench                 # the full plan (make bench)
-    python -m bench --quick         # short runs, for working on the bench itself
-    python -m bench --only serving,startup
+    python -m tools.bench                 # the full plan (make bench)
+    python -m tools.bench --quick         # short runs, for working on the bench itself
+    python -m tools.bench --only serving,startup
 
 A benchmark, not a test: a section that fails is recorded in the results as an error and the
 others still run; the exit status is 1 only so that a broken bench is noticed.
@@ -137,7 +137,9 @@ def _section(results: dict[str, Any], name: str, run: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="short runs (develop the bench)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument(

@@ -1,0 +1,171 @@
+"""The pure parts of building and releasing, checked without Docker or a registry: the build
+context's hash and labels, the JUnit summary, the report's verdict, and the evidence check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import artifacts
+from pipeline.build.context import content_hash, image_labels, label_instruction, source_url
+from pipeline.build.engine import Base
+from pipeline.cli import app
+from pipeline.config import ContractParams, ImageParams
+from pipeline.errors import ArtifactError
+from pipeline.release.contract_runner import build_report, summarize_junit
+from pipeline.release.evidence import report_problem
+from pipeline.release.registry import Manifest
+from serving.card import Feature, ModelCard
+
+CONFIG = "sha256:" + "c" * 64
+
+
+def manifest(config: str = CONFIG) -> Manifest:
+    raw = json.dumps({"schemaVersion": 2, "config": {"digest": config}, "layers": []}).encode()
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    return Manifest(digest, "application/vnd.oci.image.manifest.v1+json", raw)
+
+
+def report(
+    *, image_id: str = CONFIG, digest: str | None = None, failed: int = 0, passed: int = 3
+) -> artifacts.ContractReport:
+    return build_report(
+        image=artifacts.TestedImage(ref="m:1", id=image_id, digest=digest),
+        model=artifacts.TestedModel(model_name="m", model_version="1", run_id="r", sha256="0"),
+        summary={
+            "checks": {"golden_parity": {"passed": passed, "failed": failed}},
+            "failed": [f"golden_parity::t{i}" for i in range(failed)],
+        },
+        time_to_ready_s=0.5,
+        started=datetime.now(UTC),
+        tools={},
+        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10),
+        error=None,
+    )
+
+
+def test_the_content_hash_changes_with_any_file_the_base_or_the_labels_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a").write_text("one")
+    files = [("a", tmp_path / "a")]
+    first = content_hash(files, base_id="sha256:1", labels={})
+    assert content_hash(files, base_id="sha256:1", labels={}) == first
+    assert content_hash(files, base_id="sha256:2", labels={}) != first
+    assert content_hash(files, base_id="sha256:1", labels={"k": "v"}) != first
+    (tmp_path / "a").write_text("two")
+    assert content_hash(files, base_id="sha256:1", labels={}) != first
+
+
+def test_labels_name_the_model_and_its_runtime_and_survive_the_dockerfile_quoting() -> None:
+    card = ModelCard(
+        model_name="clf",
+        model_version="7",
+        run_id="run",
+        model_file="model.pkl",
+        sha256="f" * 64,
+        onnx=None,
+        model_type="random_forest",
+        target="y",
+        features=(Feature("x", "float64"),),
+        classes=(0, 1),
+        git_commit="abc",
+        data_hash="d.dir",
+        library_versions={},
+        created="2026-01-01T00:00:00Z",
+    )
+    labels = image_labels(
+        ImageParams(name="clf", base="b", fallback_base="f", max_size_mb=400),
+        card,
+        {"accuracy": 0.9},
+        digest="h" * 64,
+        base=Base("python:3.11", "sha256:b", fallback=False),
+        source=None,
+        revision="abc",
+    )
+    assert labels["ml.model.version"] == "7" and labels["ml.serving.runtime"] == "sklearn"
+    assert labels["ml.metrics.holdout.accuracy"] == "0.9"
+    assert "org.opencontainers.image.source" not in labels  # no credential-free URL: omitted
+    instruction = label_instruction({"a": 'quote " and $HOME'}).decode()
+    assert instruction.strip() == 'LABEL "a"="quote \\" and \\$HOME"'
+
+
+@pytest.mark.parametrize(
+    ("remote", "label"),
+    [
+        ("https://user:token@github.com/acme/repo.git", "https://github.com/acme/repo.git"),
+        ("https://github.com/acme/repo", "https://github.com/acme/repo"),
+        ("git@github.com:acme/repo.git", "ssh://github.com/acme/repo.git"),
+        ("ssh://git:pw@git.example.com:2222/r.git", "ssh://git.example.com:2222/r.git"),
+        ("/srv/git/repo.git", None),
+        ("file:///srv/git/repo.git", None),
+        (None, None),
+    ],
+)
+def test_the_source_label_never_carries_credentials_or_local_paths(
+    remote: str | None, label: str | None
+) -> None:
+    assert source_url(remote) == label
+
+
+def test_junit_is_summarised_per_check_module_with_failures_and_properties(
+    tmp_path: Path,
+) -> None:
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.contract.test_latency" name="test_p95">'
+        '<properties><property name="p95_ms" value="1.5"/></properties></testcase>'
+        '<testcase classname="tests.contract.test_fuzz" name="test_a"><failure message="x"/>'
+        "</testcase>"
+        '<testcase classname="tests.contract.test_fuzz" name="test_b"><skipped/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    summary = summarize_junit(junit)
+    assert summary["checks"] == {"fuzz": {"failed": 1, "skipped": 1}, "latency": {"passed": 1}}
+    assert summary["failed"] == ["fuzz::test_a"] and summary["properties"] == {"p95_ms": 1.5}
+
+
+def test_a_run_with_no_passed_test_is_a_failed_run_whatever_else_it_says() -> None:
+    empty = report(passed=0)
+    assert empty.verdict == "fail" and empty.error == "the contract suite ran no test"
+    assert report(failed=1).verdict == "fail"
+    assert report().verdict == "pass"
+
+
+def test_evidence_must_name_exactly_the_digest_and_the_image_it_vouches_for() -> None:
+    image = manifest()
+    assert report_problem(report(digest=image.digest), image) is None
+    assert "does not name" in str(report_problem(report(digest=None), image))
+    other = report(image_id="sha256:" + "d" * 64, digest=image.digest)
+    assert "it tested image" in str(report_problem(other, image))
+    assert "verdict" in str(report_problem(report(digest=image.digest, failed=1), image))
+
+
+def test_a_hand_written_report_with_unknown_or_missing_keys_is_not_a_report() -> None:
+    forged = {"schema": artifacts.REPORT_SCHEMA, "verdict": "pass", "image": {"id": CONFIG}}
+    with pytest.raises(ArtifactError, match="is not a contract report"):
+        artifacts.parse_report(forged, where="forged.json")
+    real = report().dump()
+    assert artifacts.parse_report(real, where="x") == report().model_copy(
+        update={"started": real["started"], "duration_s": real["duration_s"]}
+    )
+
+
+def test_contract_test_without_a_model_card_is_one_line_naming_the_stage_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(__file__).resolve().parents[3]
+    (tmp_path / "expectations").mkdir()
+    (tmp_path / "expectations/breast_cancer.json").write_text("{}")
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(app, ["contract-test", "--image", "any:tag"])
+    assert done.exit_code == 3, done.output
+    assert "models/model.json does not exist: run the train stage" in done.output
+    assert "Traceback" not in done.output
