@@ -2,7 +2,7 @@
 repository as its `origin`, a real registry on a free loopback port, a shared MLflow store.
 
 act runs the workflow files for real on this machine (tools/act.py); the registry is
-Debian's docker-registry (tests/registry_fixture.py); images go through the real Docker engine.
+Debian's docker-registry (tests/support/registry.py); images go through the real Docker engine.
 Module-scoped: one `act push` serves every assertion about it.
 """
 
@@ -21,7 +21,7 @@ import pytest
 from pipeline.build.engine import Engine
 from pipeline.config import Settings
 from pipeline.release.registry import Registry
-from tests.e2e import act
+from tools import act
 from tests.support.registry import LocalRegistry
 from tools.template import GIT, copy_template, edit_params, run
 

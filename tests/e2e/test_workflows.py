@@ -94,8 +94,8 @@ def test_push_runs_both_jobs_and_pushes_the_image_with_its_evidence(
     manifest = registry.manifest(digest)
     assert manifest is not None and manifest.body["config"]["digest"] == image["id"]
     evidence = find_evidence(registry, manifest)  # what a promotion will demand
-    assert evidence.report["verdict"] == "pass"
-    named = [evidence.report["image"].get("digest"), *evidence.report["image"]["digests"]]
+    assert evidence.report.verdict == "pass"
+    named = [evidence.report.image.digest, *evidence.report.image.digests]
     assert any(str(ref).endswith(digest) for ref in named)
 
 

@@ -78,8 +78,22 @@ def test_second_repro_runs_no_stage(reproduced: tuple[Path, float], tmp_path: Pa
     print(f"no-op dvc repro: {elapsed:.2f} s")
     assert "didn't change, skipping" in done.stdout
     assert not any(f"Running stage '{s}'" in done.stdout for s in STAGES)
-    # How long it takes is the benchmark's business (bench/): a timed assertion on a shared
+    # How long it takes is the benchmark's business (tools/bench/): a timed assertion on a shared
     # 2-core machine only measures the neighbours.
+
+
+def test_editing_a_cli_help_text_reruns_no_stage_and_editing_a_stage_reruns_it(
+    reproduced: tuple[Path, float], tmp_path: Path
+) -> None:
+    work = clone(reproduced, tmp_path)
+    cli = work / "pipeline/cli.py"
+    cli.write_text(cli.read_text().replace('"""Move an environment', '"""Now: move an environment'))
+    status = dvc(work, "status", "--json")
+    assert json.loads(status.stdout) == {}, status.stdout
+    prepare = work / "pipeline/stages/prepare.py"
+    prepare.write_text(prepare.read_text() + "\n# an edit\n")
+    changed = json.loads(dvc(work, "status", "--json").stdout)
+    assert "prepare" in changed and "pipeline/stages/prepare.py" in json.dumps(changed)
 
 
 def test_changing_only_a_threshold_reruns_only_validate(

@@ -209,8 +209,8 @@ def test_attest_attaches_the_passing_report_to_exactly_that_digest(world: World)
     manifest = registry.manifest(world.digests["A"])
     assert manifest is not None
     evidence = find_evidence(registry, manifest)
-    assert evidence.report["verdict"] == "pass"
-    assert evidence.report["image"]["id"] == world.image_json()["id"]
+    assert evidence.report.verdict == "pass"
+    assert evidence.report.image.id == world.image_json()["id"]
     fallback = registry.manifest(world.digests["A"].replace(":", "-") + ".contract")
     assert fallback is not None and fallback.body["subject"]["digest"] == world.digests["A"]
 
@@ -488,7 +488,7 @@ def evidence_found(work: Path, registry: LocalRegistry, user: str, password: str
     digest = yaml.safe_load((work / "build/image.json").read_text())["digest"]
     manifest = client.manifest(digest)
     assert manifest is not None
-    return find_evidence(client, manifest).report["verdict"] == "pass"
+    return find_evidence(client, manifest).report.verdict == "pass"
 
 
 def test_a_basic_auth_registry_needs_the_right_credentials(
