@@ -1,6 +1,6 @@
 # The serving image: the locked serving runtime, the serving/ package and the validated model.
 #
-# Built by the `containerize` stage (pipeline/build/) with no network: every wheel comes from
+# Built by the `containerize` stage (pipeline/image/) with no network: every wheel comes from
 # build/wheels, resolved on the host from requirements/serving.lock (`make wheels`). By hand:
 #   make wheels && docker build --build-arg BASE_IMAGE=local/python:3.11-slim-bookworm -t NAME .
 # Layers go from least to most often changed: runtime, then code, then the model, so a code-only

@@ -121,7 +121,7 @@ def contract_test(
 @app.command()
 def wheels() -> None:
     """Download the wheels requirements/serving.lock pins for the image into build/wheels."""
-    from pipeline.build.wheels import resolve_wheels
+    from pipeline.image.wheels import resolve_wheels
 
     setup_logging()
     out.print(f"{_run(resolve_wheels)} matches requirements/serving.lock")

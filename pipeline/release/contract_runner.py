@@ -1,6 +1,6 @@
 """`pipeline contract-test --image REF`: run the contract suite against the image, write evidence.
 
-Starts the image through pipeline.build.engine (memory and CPU limits from params `contract`),
+Starts the image through pipeline.image.engine (memory and CPU limits from params `contract`),
 waits for
 readiness within `contract.time_to_ready_s`, runs `pytest tests/contract --base-url ...` in a
 subprocess, and always stops and removes the container, Ctrl-C included. The evidence is
@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 from pipeline import artifacts
 from pipeline.artifacts import REPORT_SCHEMA, ContractReport
-from pipeline.build.engine import Engine
-from pipeline.build.probe import PORT, SmokeFailed, wait_ready
 from pipeline.config import ContractParams, Params
 from pipeline.errors import ContractFailed, ImageError
+from pipeline.image.engine import Engine
+from pipeline.image.probe import PORT, SmokeFailed, wait_ready
 
 log = logging.getLogger("pipeline")
 SUITE = Path("tests/contract")

@@ -1,6 +1,6 @@
 """`pipeline push`: the built image into the registry, known from then on by its digest.
 
-The engine pushes the layers (:mod:`pipeline.build.engine`) as ``sha-<git sha>`` and the content
+The engine pushes the layers (:mod:`pipeline.image.engine`) as ``sha-<git sha>`` and the content
 tag; the registry is then asked what the tags resolve to, and the digest is recorded in
 ``build/image.json``.
 """
@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline import artifacts
-from pipeline.build.engine import Engine
 from pipeline.config import Settings
 from pipeline.errors import ArtifactError, ImageError, RegistryError
+from pipeline.image.engine import Engine
 from pipeline.release.evidence import image_manifest
 from pipeline.release.registry import AUTH_HINT, Registry
 

@@ -1,5 +1,5 @@
 """The OCI registry: the only module that talks to it (the engine pushes the layers:
-pipeline.build.engine).
+pipeline.image.engine).
 
 Built on oras-py: its ``Registry`` keeps the authenticated session (anonymous, HTTP Basic, or
 bearer tokens exchanged at the registry's token realm, plus docker login credentials), uploads

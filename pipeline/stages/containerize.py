@@ -17,12 +17,12 @@ import logging
 from pathlib import Path
 
 from pipeline import artifacts, config, console, provenance
-from pipeline.build import context
-from pipeline.build.engine import Engine
-from pipeline.build.probe import smoke_check
-from pipeline.build.wheels import resolve_wheels
 from pipeline.config import Params
 from pipeline.errors import ConfigError, ImageError
+from pipeline.image import context
+from pipeline.image.engine import Engine
+from pipeline.image.probe import smoke_check
+from pipeline.image.wheels import resolve_wheels
 
 log = logging.getLogger("pipeline")
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build.engine import Engine
 from pipeline.config import Settings
+from pipeline.image.engine import Engine
 from pipeline.release.registry import Registry
-from tools import act
 from tests.support.registry import LocalRegistry
+from tools import act
 from tools.template import GIT, copy_template, edit_params, run
 
 BRANCH = "main"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.build.engine import Engine
+from pipeline.image.engine import Engine
 from pipeline.ml import tracking
 from pipeline.release.evidence import evidence_tag, find_evidence
 from tests.e2e.conftest import Project

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.build.engine import Engine
+from pipeline.image.engine import Engine
 from tools.template import clone as copy
 from tools.template import copy_template, dvc, edit_params, run
 

@@ -27,8 +27,8 @@ import yaml
 from pydantic import SecretStr
 
 from pipeline import artifacts
-from pipeline.build.engine import Engine
 from pipeline.config import ContractParams, Settings
+from pipeline.image.engine import Engine
 from pipeline.ml import tracking
 from pipeline.release import promotion
 from pipeline.release.contract_runner import build_report

@@ -57,8 +57,8 @@ def large_image(ours: str, *, filler_mb: int, work: Path) -> str:
 
 def run_section(lr: Trained, *, work: Path, plan: Plan) -> dict[str, Any]:
     from pipeline import artifacts
-    from pipeline.build.engine import Engine
     from pipeline.config import ContractParams, Settings
+    from pipeline.image.engine import Engine
     from pipeline.release import evidence as release
     from pipeline.release import promotion
     from pipeline.release.contract_runner import build_report

@@ -12,11 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline import artifacts
-from pipeline.build.context import content_hash, image_labels, label_instruction, source_url
-from pipeline.build.engine import Base
 from pipeline.cli import app
 from pipeline.config import ContractParams, ImageParams
 from pipeline.errors import ArtifactError
+from pipeline.image.context import content_hash, image_labels, label_instruction, source_url
+from pipeline.image.engine import Base
 from pipeline.release.contract_runner import build_report, summarize_junit
 from pipeline.release.evidence import report_problem
 from pipeline.release.registry import Manifest

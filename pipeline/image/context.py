@@ -23,10 +23,10 @@ from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline import artifacts
-from pipeline.build.engine import Base
-from pipeline.build.wheels import LOCK
 from pipeline.config import ImageParams
 from pipeline.errors import MissingInputError
+from pipeline.image.engine import Base
+from pipeline.image.wheels import LOCK
 from serving.card import ModelCard
 
 DOCKERFILE = Path("Dockerfile")

@@ -14,8 +14,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from pipeline.build.engine import Container, Engine
 from pipeline.errors import ImageError
+from pipeline.image.engine import Container, Engine
 from serving.card import GoldenRow, GoldenSet, ModelCard
 from serving.runtime import declared_tolerance
 

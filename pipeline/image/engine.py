@@ -25,7 +25,7 @@ from pipeline.errors import ImageError
 
 __all__ = ["Base", "BuildReport", "Container", "Engine", "ImageInfo"]
 
-log = logging.getLogger("pipeline.build.engine")
+log = logging.getLogger("pipeline.image.engine")
 START_ENGINE = (
     "run `make docker` (on a root Debian machine it installs and starts dockerd; elsewhere it "
     "says how to start Docker or Podman), or point DOCKER_HOST at a running engine"
