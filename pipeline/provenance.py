@@ -18,13 +18,15 @@ UNKNOWN = "unknown"
 
 
 def git_commit(root: Path = Path()) -> str:
-    """HEAD's sha, with '-dirty' when tracked files differ; 'unknown' outside git."""
+    """HEAD's sha, with '-dirty' when tracked files other than dvc.lock differ; 'unknown'
+    outside git."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # dvc.lock is the run's own record (DVC rewrites it as the stages finish), not source
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock"],
             cwd=root,
             capture_output=True,
             text=True,

@@ -169,3 +169,24 @@ def test_contract_test_without_a_model_card_is_one_line_naming_the_stage_to_run(
     assert done.exit_code == 3, done.output
     assert "models/model.json does not exist: run the train stage" in done.output
     assert "Traceback" not in done.output
+
+
+def test_the_revision_is_dirty_for_an_edited_source_file_but_not_for_dvc_lock(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    from pipeline.provenance import git_commit
+
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    for name in ("dvc.lock", "params.yaml"):
+        (tmp_path / name).write_text("a: 1\n")
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40
+    (tmp_path / "dvc.lock").write_text("a: 2\n")  # the run rewrote its own record
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    assert git_commit(tmp_path) == f"{clean}-dirty"
