@@ -34,9 +34,9 @@ class Resources(_Section):
 class Health(_Section):
     """The model tasks' health check (GET /v2/health/ready), also HAProxy's server check."""
 
-    interval_s: float = Field(default=2, gt=0, le=300)
-    timeout_s: float = Field(default=2, gt=0, le=300)
-    retries: int = Field(default=3, ge=1, le=100)
+    interval_s: float = Field(default=3, gt=0, le=300)
+    timeout_s: float = Field(default=3, gt=0, le=300)
+    retries: int = Field(default=5, ge=1, le=100)
     start_period_s: float = Field(
         default=30, ge=0, le=3600, description="failures before this do not count"
     )

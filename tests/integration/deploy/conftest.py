@@ -165,7 +165,9 @@ def world(
                 "stack": stack,
                 "replicas": 2,
                 "resources": {"cpus": 0.5, "memory_mb": 512},
-                "health": {"interval_s": 1, "timeout_s": 1, "retries": 3, "start_period_s": 20},
+                # Tolerant enough that a task under a loaded, shared machine is not restarted
+                # (a check spawns a Python process in the task): 5 failures of 2 s in a row.
+                "health": {"interval_s": 2, "timeout_s": 2, "retries": 5, "start_period_s": 20},
                 "update": {"monitor_s": 5, "timeout_s": 240},
                 "stop_grace_period_s": 10,
                 "entry": {"port": port, "stats_port": stats_port},
