@@ -120,9 +120,13 @@ backend model
     option httpchk
     http-check send meth GET uri /v2/health/ready
     http-check expect status 200
-    default-server check inter {inter}ms fastinter 250ms downinter {inter}ms fall 2 rise 1 \
+    option allbackups
+    default-server check inter {inter}ms fastinter 250ms downinter {inter}ms fall 3 rise 1 \
 resolvers swarm resolve-prefer ipv4 init-addr none
     server-template task 1-{server_slots(shape)} tasks.{model_service}:{MODEL_PORT}
+    # Fail open: when every task fails its check at once (a starved machine, not a bad image:
+    # the old tasks of a rollout stay in rotation), send to all of them anyway rather than 503.
+    server-template spare 1-{server_slots(shape)} tasks.{model_service}:{MODEL_PORT} backup no-check
 """
 
 

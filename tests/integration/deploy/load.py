@@ -1,7 +1,9 @@
 """A bounded load client: fixed concurrency, one golden row per request, through one port.
 
-Each worker keeps one keep-alive connection (re-opened after an error) and posts the row until
-told to stop or until the time or request bound is hit, whichever comes first. A request
+Each worker keeps one keep-alive connection (re-opened after an error) and posts the row at
+most ``rate`` times a second (None: as fast as answers come) until told to stop or until the
+time or request bound is hit, whichever comes first. A paced client is the "constant load" of a
+rollout test: it leaves the 2 cores to the servers being rolled, instead of starving them. A request
 counts as failed when it raises, answers other than 200, or predicts another label than the
 golden one: a wrong answer is as lost as no answer.
 """
@@ -39,6 +41,7 @@ class Load:
         golden: dict[str, Any],
         *,
         concurrency: int = 4,
+        rate: float | None = None,
         max_seconds: float = 300,
         max_requests: int = 200_000,
     ) -> None:
@@ -52,7 +55,7 @@ class Load:
             }
         ).encode()
         self.expected = [row["label"]]
-        self.port, self.concurrency = port, concurrency
+        self.port, self.concurrency, self.rate = port, concurrency, rate
         self.max_seconds, self.max_requests = max_seconds, max_requests
         self.report = LoadReport()
         self._stop = threading.Event()
@@ -76,7 +79,14 @@ class Load:
     def _work(self) -> None:
         deadline = self._started + self.max_seconds
         connection: http.client.HTTPConnection | None = None
+        period = 1.0 / self.rate if self.rate else 0.0
+        next_at = time.monotonic()
         while not self._stop.is_set() and time.monotonic() < deadline:
+            if period:
+                next_at += period
+                pause = next_at - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
             with self._lock:
                 if self.report.sent >= self.max_requests:
                     return

@@ -36,6 +36,7 @@ from tools.template import GIT, run
 
 pytestmark = [pytest.mark.swarm, pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 CONCURRENCY = 4
+RATE = 75  # requests per second per worker, at most: 300/s through the entry port
 
 
 def post(
@@ -72,7 +73,8 @@ def derived(engine: Engine, world: World, name: str, *lines: str) -> str:
 
 def reconcile_under_load(world: World, what: str) -> tuple[Any, Any]:
     """`pipeline reconcile` while the bounded client sends through the entry port."""
-    with Load(world.port, world.golden(), concurrency=CONCURRENCY, max_seconds=300) as load:
+    golden = world.golden()
+    with Load(world.port, golden, concurrency=CONCURRENCY, rate=RATE, max_seconds=300) as load:
         time.sleep(1.0)  # traffic flows before the update starts
         done = world.pipeline("reconcile", "--env", "staging", check=False)
         time.sleep(1.0)  # ... and after it ended
@@ -80,7 +82,7 @@ def reconcile_under_load(world: World, what: str) -> tuple[Any, Any]:
     FIGURES.append(
         f"{what}: reconcile exit {done.code}, {seconds:.1f} s to apply and verify "
         f"({done.seconds:.1f} s for the command); {load.report.line()} at concurrency "
-        f"{CONCURRENCY}"
+        f"{CONCURRENCY}, at most {RATE}/s each"
     )
     return done, load.report
 
