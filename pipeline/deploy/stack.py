@@ -213,7 +213,9 @@ def render(state: State, shape: EnvTopology, *, entry_image: str, cfg_file: str 
                     )
                 )
             ),
-            health=(_ns(2), _ns(2), _ns(5), 3),
+            # The entry's own check uses the environment's timings too: a check that times out
+            # on a loaded machine must not restart the one task holding the port.
+            health=(_ns(health.interval_s), _ns(health.timeout_s), _ns(5), health.retries),
             update=("stop-first", "rollback", _ns(5), 1),
             endpoint_mode="vip",
         ),
@@ -267,9 +269,9 @@ def render(state: State, shape: EnvTopology, *, entry_image: str, cfg_file: str 
                 "ports": entry_ports,
                 "healthcheck": {
                     "test": ["CMD", "python3", "-c", ENTRY_CHECK],
-                    "interval": "2s",
-                    "timeout": "2s",
-                    "retries": 3,
+                    "interval": _seconds(health.interval_s),
+                    "timeout": _seconds(health.timeout_s),
+                    "retries": health.retries,
                     "start_period": "5s",
                 },
                 "stop_grace_period": _seconds(shape.stop_grace_period_s),
