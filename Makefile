@@ -82,6 +82,10 @@ registry: ## start a local OCI registry on 127.0.0.1:5000 (REGISTRY_PORT; instal
 registry-stop: ## stop the local registry (its storage stays until you delete it)
 	@REGISTRY_PORT=$(REGISTRY_PORT) scripts/registry.sh stop
 
+.PHONY: swarm
+swarm: docker ## make this engine a one-node Swarm manager if it is in none (idempotent); see docs/deploy.md
+	@scripts/swarm.sh start
+
 .PHONY: test
 test: install docker base-image ## run every test (unit, integration, e2e, real Docker engine); slow ones included
 	$(BIN)/pytest

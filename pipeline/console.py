@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from rich.console import Console
@@ -69,4 +69,21 @@ def gate_table(rows: list[Any], *, console: Console) -> None:
         table.add_row(
             r.gate, r.metric, r.requirement, champion, f"{r.candidate:.4f}", result + note
         )
+    console.print(table)
+
+
+def print_table(
+    title: str,
+    columns: tuple[str, ...],
+    rows: Sequence[Sequence[str]],
+    *,
+    console: Console,
+    show_header: bool = True,
+) -> None:
+    """A plain table of strings (the deploy commands' plan, rollout and status tables)."""
+    table = Table(title=title, show_header=show_header)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)

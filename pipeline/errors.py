@@ -19,7 +19,11 @@ code  kind                      meaning
 6     GateFailed                the candidate model failed a quality gate
 7     ContractFailed            the image broke its contract (the report says which checks)
 8     ReleaseRefused (and kin)  a release rule refused the step: no evidence, not staged,
-                                nothing to roll back to
+                                nothing to roll back to, another reconcile running
+9     RolloutFailed             after a deploy the orchestrator does not run the desired
+                                digests (timed out, paused, deploy refused): see the table
+10    RolledBack                the orchestrator rolled the update back: the previous digest
+                                still serves; `pipeline rollback` makes git agree
 ====  ========================  =========================================================
 """
 
@@ -113,3 +117,25 @@ class EvidenceError(ReleaseRefused):
 
 class PromotionRefused(ReleaseRefused):
     """A promotion was refused (not staged, busy, nothing to roll back to)."""
+
+
+class SwarmError(ServiceError):
+    """Docker Swarm could not be reached, is not a manager here, or refused a request."""
+
+
+class RolloutFailed(PipelineError):
+    """After a deploy, the services do not run the desired digests; ``rows`` say which runs
+    what (service, desired, running, state, task error), ``outcome`` is the whole record."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, *, rows: list[Any], outcome: Any) -> None:
+        super().__init__(message)
+        self.rows = rows
+        self.outcome = outcome
+
+
+class RolledBack(RolloutFailed):
+    """The orchestrator rolled a failed update back: the previous digest still serves."""
+
+    exit_code = 10

@@ -107,7 +107,7 @@ def promote(settings: Settings, *, ref: str, env: Environment) -> Outcome:
         return _move(settings, registry, manifest, env=env, action="promote")
 
 
-def rollback(settings: Settings, *, env: Environment) -> Outcome:
+def rollback(settings: Settings, *, env: Environment, reason: str | None = None) -> Outcome:
     """Promote the newest earlier digest in the history (evidence checked again). As with
     `kubectl rollout undo`, a second rollback returns to the digest the first one left."""
     registry = Registry(settings)
@@ -123,7 +123,7 @@ def rollback(settings: Settings, *, env: Environment) -> Outcome:
                 f"{env} has no earlier digest in its history: nothing to roll back to"
             )
         manifest = image_manifest(registry, earlier[0].image.digest)
-        return _move(settings, registry, manifest, env=env, action="rollback")
+        return _move(settings, registry, manifest, env=env, action="rollback", reason=reason)
 
 
 def _move(
@@ -133,6 +133,7 @@ def _move(
     *,
     env: Environment,
     action: Literal["promote", "rollback"],
+    reason: str | None = None,
 ) -> Outcome:
     evidence = find_evidence(registry, manifest)
     labels = (registry.image_config(manifest).get("config") or {}).get("Labels") or {}
@@ -160,6 +161,7 @@ def _move(
         evidence=EvidenceRef(digest=evidence.digest, tag=evidence_tag(manifest.digest)),
         promoted_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         promoted_by=_who(settings),
+        reason=reason[:500] if reason else None,
     )
     history = [] if state is None else [_entry(state), *state.history]
     new = State(environment=env, history=history, **dict(release))

@@ -51,6 +51,7 @@ class Release(_Entry):
     evidence: EvidenceRef
     promoted_at: str
     promoted_by: str
+    reason: str | None = None  # why (a rollback after a failed rollout says what failed)
 
 
 class State(Release):
@@ -82,7 +83,7 @@ def read_state(deploy_dir: Path, env: str) -> State | None:
 def write_state(deploy_dir: Path, state: State) -> Path:
     path = state_path(deploy_dir, state.environment)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = state.model_dump(mode="json")
+    data = state.model_dump(mode="json", exclude_none=True)  # no `reason: null` lines
     ordered = {"environment": data.pop("environment"), **data}  # history last, as dumped
     body = yaml.safe_dump(ordered, sort_keys=False, allow_unicode=True)
     temp = path.with_suffix(".yaml.tmp")
