@@ -123,9 +123,9 @@ def start(
                 f"{registry.ref(manifest.digest)} is what {env} runs already (the champion): "
                 "pass --aa to run an A/A experiment on purpose"
             )
-        evidence = find_evidence(registry, manifest)
         if env == "production":
             _held_by_staging(settings, manifest.digest)
+        evidence = find_evidence(registry, manifest)
         labels = (registry.image_config(manifest).get("config") or {}).get("Labels") or {}
         name, version = labels.get("ml.model.name"), labels.get("ml.model.version")
         if not name or not version:
