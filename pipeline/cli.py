@@ -399,8 +399,8 @@ def ab_decide(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the decision as JSON")] = False,
 ) -> None:
-    """SRM check, guardrails, primary metric: promote (exit 0), continue (10), keep (11),
-    stopped by SRM or a guardrail (12)."""
+    """SRM check, guardrails, primary metric: promote (exit 0), continue (20), keep (21),
+    stopped by SRM or a guardrail (22)."""
     import json
 
     from pipeline.ab import analysis

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 
 from pipeline.ab import stats
-from pipeline.ab.decision import ArmData, Observations, decide
+from pipeline.ab.decision import EXIT_CODES, ArmData, Observations, decide
 from pipeline.ab.record import Candidate, EvidenceRef, Experiment, ImageRef, Metric, ModelRef
 
 DIGEST = "sha256:" + "0" * 64
@@ -114,7 +114,7 @@ def simulate(
                     break
             tally[0] += verdict.winner is not None
             tally[1] += verdict.decision == "promote"
-            tally[2] += verdict.exit_code == 12
+            tally[2] += verdict.exit_code == EXIT_CODES["stop"]
             tally[3] += verdict.decision == "continue"
             tally[4] += min(obs.a.n, obs.b.n)
     return [

@@ -16,10 +16,13 @@ Verdicts and exit codes (what CI gates on):
 verdict    code  meaning
 =========  ====  ===========================================================================
 promote    0     the candidate is better: ``pipeline ab conclude --winner b``
-continue   10    not enough evidence yet (the output says what is missing)
-keep       11    the candidate is not better (or is worse): ``conclude --winner a``
-keep       12    stopped: sample-ratio mismatch or a guardrail breach; the run is not evidence
+continue   20    not enough evidence yet (the output says what is missing)
+keep       21    the candidate is not better (or is worse): ``conclude --winner a``
+keep       22    stopped: sample-ratio mismatch or a guardrail breach; the run is not evidence
 =========  ====  ===========================================================================
+
+The codes stay clear of the error codes (1-10, :mod:`pipeline.errors`), so a CI step can tell
+"the experiment says keep" from "the command failed".
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ __all__ = [
 ]
 
 Verdict = Literal["promote", "keep", "continue"]
-EXIT_CODES = {"promote": 0, "continue": 10, "keep": 11, "stop": 12}
+EXIT_CODES = {"promote": 0, "continue": 20, "keep": 21, "stop": 22}
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def test_the_fixed_test_refuses_before_the_horizon_and_says_what_is_missing() ->
         guardrails=HEALTHY,
     )
     assert verdict.decision == "continue"
-    assert verdict.exit_code == EXIT_CODES["continue"] == 10
+    assert verdict.exit_code == EXIT_CODES["continue"] == 20
     assert verdict.missing_per_arm == {"a": 4_751, "b": 4_851}
     assert "A needs 4,751 more, B needs 4,851 more" in verdict.reason
     assert verdict.p_value != verdict.p_value  # nan: no p-value before the horizon
@@ -63,7 +63,7 @@ def test_the_fixed_test_uses_only_the_first_horizon_users_so_later_looks_agree()
 
 def test_a_significantly_worse_candidate_is_kept_out_and_named_the_loser() -> None:
     verdict = decide(experiment(), observations((10_000, 1_100), (10_000, 950)), guardrails=HEALTHY)
-    assert (verdict.decision, verdict.exit_code, verdict.winner) == ("keep", 11, "a")
+    assert (verdict.decision, verdict.exit_code, verdict.winner) == ("keep", 21, "a")
     assert verdict.reason.startswith("B is worse")
 
 
@@ -71,7 +71,7 @@ def test_no_difference_at_the_horizon_keeps_the_champion_without_a_winner() -> N
     verdict = decide(
         experiment(), observations((10_000, 1_000), (10_000, 1_010)), guardrails=HEALTHY
     )
-    assert (verdict.decision, verdict.exit_code, verdict.winner) == ("keep", 11, None)
+    assert (verdict.decision, verdict.exit_code, verdict.winner) == ("keep", 21, None)
 
 
 def test_a_broken_split_is_stopped_by_the_srm_check_before_the_metric_is_read() -> None:
@@ -79,7 +79,7 @@ def test_a_broken_split_is_stopped_by_the_srm_check_before_the_metric_is_read() 
         experiment(), observations((10_000, 1_000), (9_000, 1_500)), guardrails=HEALTHY
     )
     assert verdict.decision == "keep"
-    assert verdict.exit_code == EXIT_CODES["stop"] == 12
+    assert verdict.exit_code == EXIT_CODES["stop"] == 22
     assert "sample-ratio mismatch" in verdict.reason
     assert [c.name for c in verdict.checks] == ["sample ratio"]
 
@@ -100,7 +100,7 @@ def test_a_candidate_with_more_5xx_is_stopped_by_the_guardrail() -> None:
         source="test",
     )
     verdict = decide(experiment(), observations((10_000, 1_000), (10_000, 1_300)), guardrails=bad)
-    assert (verdict.decision, verdict.exit_code) == ("keep", 12)
+    assert (verdict.decision, verdict.exit_code) == ("keep", 22)
     assert "5xx rate B 1.20 %" in verdict.reason
 
 
@@ -111,14 +111,14 @@ def test_a_slower_candidate_is_stopped_by_the_latency_guardrail() -> None:
         source="test",
     )
     verdict = decide(experiment(), observations((10_000, 1_000), (10_000, 1_300)), guardrails=slow)
-    assert verdict.exit_code == 12
+    assert verdict.exit_code == 22
     assert "p95 B 18.0 ms > 17.5 ms" in verdict.reason
 
 
 def test_without_guardrail_numbers_a_winner_is_not_promoted_unless_waived() -> None:
     obs = observations((10_000, 1_000), (10_000, 1_100))
     unmeasured = decide(experiment(), obs, guardrails=None)
-    assert (unmeasured.decision, unmeasured.exit_code) == ("continue", 10)
+    assert (unmeasured.decision, unmeasured.exit_code) == ("continue", 20)
     assert "guardrails are not measured" in unmeasured.reason
     waived = decide(experiment(), obs, guardrails=None, waive_guardrails=True)
     assert waived.decision == "promote"
@@ -150,7 +150,7 @@ def test_a_failed_precondition_stops_the_experiment() -> None:
         guardrails=HEALTHY,
         extra_checks=(Check("champion", "fail", "the champion changed"),),
     )
-    assert (verdict.decision, verdict.exit_code) == ("keep", 12)
+    assert (verdict.decision, verdict.exit_code) == ("keep", 22)
 
 
 def test_the_json_form_has_no_nan_and_names_every_field() -> None:
