@@ -29,9 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.ab import runtime as ab_runtime
+from pipeline.ab.split import render
 from pipeline.config import ImageParams, Settings
 from pipeline.deploy import haproxy
-from pipeline.deploy.stack import SPEC_LABEL, Desired, Shape, render
+from pipeline.deploy.stack import SPEC_LABEL, Desired, Shape
 from pipeline.deploy.swarm import Deployed, LiveService, Swarm, Task
 from pipeline.deploy.topology import EnvTopology
 from pipeline.errors import ConfigError, MissingInputError, RolledBack, RolloutFailed
@@ -208,6 +210,8 @@ def reconcile(
             ", ".join(change.fields),
         )
     if current.in_sync or dry_run:
+        if not dry_run:
+            _live_split(swarm, desired)
         outcome.rows = _rows(swarm, desired, {}, set())
         outcome.seconds = time.monotonic() - started
         outcome.finished_at = _now()
@@ -234,10 +238,19 @@ def reconcile(
     if not outcome.ok:
         what = "rolled back by Swarm" if outcome.rolled_back else "did not converge"
         _failed(outcome, started, f"the rollout of {desired.model_digest} to {desired.env} {what}")
+    _live_split(swarm, desired)
     _prune_configs(swarm, desired)
     outcome.seconds = time.monotonic() - started
     outcome.finished_at = _now()
     return outcome
+
+
+def _live_split(swarm: Swarm, desired: Desired) -> None:
+    """An A/B split's share, applied to the running entry through HAProxy's runtime API (a
+    ramp: no reload); a no-op when the entry's map already has it or no experiment runs."""
+    share = desired.experiment_share
+    if share is not None and ab_runtime.apply_share(swarm, desired.service("entry"), share):
+        log.info("the entry now splits %d %% of users to the candidate", share)
 
 
 def _failed(outcome: Outcome, started: float, message: str) -> None:

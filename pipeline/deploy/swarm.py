@@ -189,3 +189,32 @@ class Swarm:
 
     def remove_stack(self, stack: str) -> None:
         self._run("stack", "rm", stack, check=False)
+
+    def run_in_tasks(self, service: str, argv: list[str], *, stdin: str = "") -> list[str]:
+        """Run ``argv`` (with ``stdin``) in each running container of ``service`` on this node
+        (``docker exec``); their outputs. The A/B split talks to the entry's HAProxy runtime API
+        this way (:mod:`pipeline.ab.runtime`): its socket never leaves the container."""
+        ids = self._run(
+            "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}",
+            "--filter", "status=running",
+        ).stdout.split()  # fmt: skip
+        outputs = []
+        for container in ids:
+            try:
+                done = subprocess.run(
+                    [self.docker, "exec", "-i", container, *argv],
+                    input=stdin,
+                    capture_output=True,
+                    text=True,
+                    timeout=self.timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise SwarmError(
+                    f"docker exec in {service} did not answer in {self.timeout:g} s"
+                ) from None
+            if done.returncode != 0:
+                reason = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
+                raise SwarmError(f"docker exec in {service} ({container}) failed: {reason}")
+            outputs.append(done.stdout)
+        return outputs
