@@ -243,6 +243,10 @@ Note = Annotated[str, typer.Option(help="why, recorded in the experiment's histo
 OutcomesFile = Annotated[
     Path | None, typer.Option("--outcomes", help="CSV/Parquet: variant, outcome[, user, ts, share]")
 ]
+AbTopology = Annotated[Path, typer.Option("--topology", help="for --swarm: the stack's name")]
+AbSince = Annotated[
+    str, typer.Option(help="for --swarm: logs since (RFC 3339); default the experiment's start")
+]
 LogFiles = Annotated[
     list[Path] | None,
     typer.Option("--logs", help="JSON log lines of the model services (exposures + feedback)"),
@@ -397,6 +401,14 @@ def ab_decide(
     waive_guardrails: Annotated[
         bool, typer.Option(help="promote without guardrail measurements")
     ] = False,
+    swarm: Annotated[
+        bool,
+        typer.Option(
+            "--swarm", help="read the logs and Prometheus of the environment's Swarm stack"
+        ),
+    ] = False,
+    topology: AbTopology = Path("deploy/topology.yaml"),
+    since: AbSince = "",
     as_json: Annotated[bool, typer.Option("--json", help="print the decision as JSON")] = False,
 ) -> None:
     """SRM check, guardrails, primary metric: promote (exit 0), continue (20), keep (21),
@@ -415,6 +427,8 @@ def ab_decide(
         prometheus=prometheus,
         waive_guardrails=waive_guardrails,
     )
+    if swarm:
+        inputs = _swarm_inputs(settings, name, topology, inputs, since=since)
     decision = _run(lambda: analysis.run(settings, name, inputs))
     if as_json:
         typer.echo(json.dumps(decision.to_json(), indent=2))
@@ -429,6 +443,9 @@ def ab_report(
     outcomes: OutcomesFile = None,
     logs: LogFiles = None,
     guardrails: Annotated[Path | None, typer.Option(help="as for decide")] = None,
+    swarm: Annotated[bool, typer.Option("--swarm", help="as for decide")] = False,
+    topology: AbTopology = Path("deploy/topology.yaml"),
+    since: AbSince = "",
     out_dir: Annotated[Path, typer.Option(help="where lift.png and report.html go")] = Path(
         "build/ab"
     ),
@@ -443,6 +460,8 @@ def ab_report(
     inputs = analysis.Inputs(
         outcomes=outcomes, logs=tuple(logs or ()), guardrails=guardrails, waive_guardrails=True
     )
+    if swarm:
+        inputs = _swarm_inputs(settings, name, topology, inputs, since=since)
     _, experiment = _run(lambda: analysis.experiment_of(settings, name))
     observations = _run(lambda: analysis.observe(experiment, inputs))
     decision = _run(lambda: analysis.run(settings, name, inputs))
@@ -452,6 +471,33 @@ def ab_report(
 
 def _refuse(message: str) -> None:
     raise ConfigError(message)
+
+
+def _swarm_inputs(
+    settings: Any, env: Environment, topology: Path, given: Any, *, since: str
+) -> Any:
+    """--swarm: the stack's logs (build/ab/<env>/) and Prometheus, unless given explicitly."""
+    from dataclasses import replace
+
+    from pipeline.ab import analysis
+    from pipeline.deploy.topology import load_topology
+
+    shape = _run(lambda: load_topology(topology).get(env, path=topology))
+    found = _run(
+        lambda: analysis.swarm_inputs(
+            settings,
+            env,
+            stack=shape.stack,
+            stats_port=shape.entry.stats_port,
+            out_dir=Path("build/ab") / env,
+            since=since or None,
+        )
+    )
+    return replace(
+        given,
+        logs=given.logs or found.logs,
+        prometheus=given.prometheus or (None if given.guardrails else found.prometheus),
+    )
 
 
 def _decision_table(decision: Any) -> None:

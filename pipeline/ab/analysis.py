@@ -21,7 +21,7 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.release.state import Environment, State, read_state, state_path
 
-__all__ = ["Inputs", "experiment_of", "observe", "run"]
+__all__ = ["Inputs", "experiment_of", "observe", "run", "swarm_inputs"]
 
 MAX_GUARDRAIL_BYTES = 64 * 1024
 
@@ -33,6 +33,34 @@ class Inputs:
     guardrails: Path | None = None
     prometheus: str | None = None
     waive_guardrails: bool = False
+
+
+def swarm_inputs(
+    settings: Settings,
+    env: Environment,
+    *,
+    stack: str,
+    stats_port: int | None,
+    out_dir: Path,
+    since: str | None = None,
+) -> Inputs:
+    """The logs of both arms' services since the experiment started (or ``since``), through
+    ``docker service logs`` into ``out_dir``, and its Prometheus behind the entry's stats port."""
+    from pipeline.deploy.swarm import Swarm
+
+    _, experiment = experiment_of(settings, env)
+    swarm = Swarm()
+    started = since or (experiment.history[-1].at if experiment.history else "0")
+    live = swarm.services(stack)
+    logs = tuple(
+        swarm.service_logs(f"{stack}_{name}", since=started, into=out_dir / f"{name}.log")
+        for name in ("model", "candidate")
+        if name in live
+    )
+    if not logs:
+        raise ConfigError(f"stack {stack} runs no model service: nothing to read logs from")
+    prometheus = f"http://127.0.0.1:{stats_port}" if stats_port and "prometheus" in live else None
+    return Inputs(logs=logs, prometheus=prometheus)
 
 
 def experiment_of(settings: Settings, env: Environment) -> tuple[State, Experiment]:

@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.ab import monitor
 from pipeline.ab.assignment import BUCKETS
 from pipeline.ab.record import Experiment
 from pipeline.deploy import haproxy
@@ -77,7 +78,8 @@ def entry_config(base: str, experiment: Experiment, state: State, *, stack: str)
     """The entry's haproxy.cfg with the split, from the one without it (golden-file tested)."""
     frontend_end = "    default_backend model\n\nfrontend admin\n"
     model_start = "\nbackend model\n"
-    if base.count(frontend_end) != 1 or base.count(model_start) != 1:
+    admin_bind = f"frontend admin\n    bind :{haproxy.ADMIN_PORT}\n"
+    if base.count(frontend_end) != 1 or base.count(model_start) != 1 or base.count(admin_bind) != 1:
         raise ValueError(
             "the entry's haproxy.cfg no longer has the shape pipeline/ab/split.py edits "
             "(`default_backend model` before `frontend admin`, one `backend model`)"
@@ -110,6 +112,11 @@ Max-Age={max_age}; SameSite=Lax; HttpOnly" if {{ var(txn.newuid) -m found }}
 """
     head, tail = base.split(frontend_end)
     text = head + rules + frontend_end + tail
+    text = text.replace(
+        admin_bind,
+        admin_bind + "    # the experiment's Prometheus (HTTP API), beside the exporter\n"
+        "    use_backend prometheus if { path_beg /api/v1/ }\n",
+    )
     before, model = text.split(model_start)
     version_a, version_b = state.model.version, experiment.candidate.model.version
     model_section = model_start + model
@@ -118,7 +125,12 @@ Max-Age={max_age}; SameSite=Lax; HttpOnly" if {{ var(txn.newuid) -m found }}
         f"    http-response set-header X-Model-Version {_token(version_a)}\n"
     )
     candidate = _candidate_backend(model, stack=stack, version_a=version_a, version_b=version_b)
-    return before + model_section + candidate
+    prometheus = (
+        "\nbackend prometheus\n"
+        f"    server prometheus {stack}_prometheus:{monitor.PORT} check "
+        "resolvers swarm resolve-prefer ipv4 init-addr none\n"
+    )
+    return before + model_section + candidate + prometheus
 
 
 def _candidate_backend(model: str, *, stack: str, version_a: str, version_b: str) -> str:
@@ -159,8 +171,16 @@ def _candidate_backend(model: str, *, stack: str, version_a: str, version_b: str
     )
 
 
-def render(state: State, shape: EnvTopology, *, entry_image: str, cfg_file: str = "") -> Desired:
-    """The environment's stack, with the experiment's split when one runs (module docstring)."""
+def render(
+    state: State,
+    shape: EnvTopology,
+    *,
+    entry_image: str,
+    cfg_file: str = "",
+    monitor_image: str = "",
+) -> Desired:
+    """The environment's stack, with the experiment's split when one runs (module docstring);
+    ``monitor_image``: the experiment's Prometheus (:mod:`.monitor`), none when empty."""
     base = render_stack(state, shape, entry_image=entry_image, cfg_file=cfg_file)
     experiment = running(state)
     if experiment is None:
@@ -219,7 +239,19 @@ def render(state: State, shape: EnvTopology, *, entry_image: str, cfg_file: str 
     )
     document["configs"]["haproxy"]["name"] = config_name
     services["candidate"] = candidate
-    ordered = {name: services[name] for name in ("model", "candidate", "entry")}
+    names = ["model", "candidate", "entry"]
+    if monitor_image:
+        prometheus, prometheus_shape = monitor.service(
+            stack,
+            image=monitor_image,
+            labels={"ml.environment": env, "ml.service": "prometheus", ID_LABEL: experiment.id},
+        )
+        shapes["prometheus"], prometheus["deploy"]["labels"] = _relabel(
+            prometheus_shape, env=prometheus["environment"], labels=prometheus["deploy"]["labels"]
+        )
+        services["prometheus"] = prometheus
+        names.append("prometheus")
+    ordered = {name: services[name] for name in names}
     document["services"] = ordered
     text = HEADER.format(env=env) + yaml.safe_dump(document, sort_keys=False, width=100)
     return Desired(

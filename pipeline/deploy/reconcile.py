@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.ab import monitor as ab_monitor
 from pipeline.ab import runtime as ab_runtime
 from pipeline.ab.split import render
 from pipeline.config import ImageParams, Settings
@@ -138,7 +139,14 @@ def desired_state(
             raise ConfigError("the entry image is unknown: pass params.yaml's image section")
         cache = Path("build/entry")
         entry_image = haproxy.ensure_entry_image(settings, image, cache=cache, build=build_entry)
-    return render(state, shape, entry_image=entry_image)
+    monitor_image = ""  # an A/B experiment's Prometheus (pipeline/ab/monitor.py)
+    if state.experiment is not None and state.experiment.running:
+        if image is not None:
+            monitor_image = ab_monitor.ensure_image(settings, image, build=build_entry)
+        else:
+            rendered = settings.deploy_dir / f"{env}.stack.yaml"
+            monitor_image = ab_monitor.rendered_image(rendered) or ""
+    return render(state, shape, entry_image=entry_image, monitor_image=monitor_image)
 
 
 def write_desired(desired: Desired, deploy_dir: Path) -> Path:

@@ -190,6 +190,26 @@ class Swarm:
     def remove_stack(self, stack: str) -> None:
         self._run("stack", "rm", stack, check=False)
 
+    def service_logs(self, service: str, *, since: str, into: Path) -> Path:
+        """``docker service logs --raw --since SINCE`` of every task of ``service``, written to
+        ``into`` (the A/B analysis reads exposure and feedback lines from it)."""
+        into.parent.mkdir(parents=True, exist_ok=True)
+        with into.open("w") as handle:
+            try:
+                done = subprocess.run(
+                    [self.docker, "service", "logs", "--raw", "--since", since, service],
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    timeout=self.timeout * 5,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise SwarmError(f"docker service logs {service} took too long") from None
+        if done.returncode != 0:
+            raise SwarmError(f"docker service logs {service} failed: see {into}")
+        return into
+
     def run_in_tasks(self, service: str, argv: list[str], *, stdin: str = "") -> list[str]:
         """Run ``argv`` (with ``stdin``) in each running container of ``service`` on this node
         (``docker exec``); their outputs. The A/B split talks to the entry's HAProxy runtime API

@@ -21,6 +21,8 @@ from pipeline.release.state import State
 from tests.unit.ab.conftest import experiment
 from tests.unit.deploy.conftest import ENTRY, ROOT, state
 
+PROMETHEUS = "registry.example:5000/acme/classifier-prometheus@sha256:" + "f" * 64
+
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
@@ -41,10 +43,12 @@ def shape():  # type: ignore[no-untyped-def]
 
 
 def test_the_stack_and_entry_config_of_an_experiment_match_their_golden_files() -> None:
-    desired = split.render(with_experiment(experiment(share=10)), shape(), entry_image=ENTRY)
+    desired = split.render(
+        with_experiment(experiment(share=10)), shape(), entry_image=ENTRY, monitor_image=PROMETHEUS
+    )
     check_golden("production-ab.stack.yaml", desired.stack_yaml)
     check_golden("production-ab.haproxy.cfg", desired.haproxy_cfg)
-    assert set(desired.shapes) == {"model", "candidate", "entry"}
+    assert set(desired.shapes) == {"model", "candidate", "entry", "prometheus"}
     assert desired.experiment_share == 10
 
 
@@ -76,7 +80,9 @@ def test_each_arm_is_told_its_variant_and_the_candidate_runs_its_digest() -> Non
 
 
 def test_a_ramp_changes_only_labels_so_no_task_restarts_and_it_is_not_drift() -> None:
-    at_10 = split.render(with_experiment(experiment(share=10)), shape(), entry_image=ENTRY)
+    at_10 = split.render(
+        with_experiment(experiment(share=10)), shape(), entry_image=ENTRY, monitor_image=PROMETHEUS
+    )
     at_50 = split.render(with_experiment(experiment(share=50)), shape(), entry_image=ENTRY)
     assert at_10.shapes["model"] == at_50.shapes["model"]
     assert at_10.shapes["candidate"] == at_50.shapes["candidate"]
@@ -120,9 +126,11 @@ def test_an_entry_config_of_another_shape_is_refused_with_a_pointer() -> None:
 
 
 def test_the_rendered_shapes_read_back_from_the_compose_file_as_swarm_would_hold_them() -> None:
-    desired = split.render(with_experiment(experiment(share=10)), shape(), entry_image=ENTRY)
+    desired = split.render(
+        with_experiment(experiment(share=10)), shape(), entry_image=ENTRY, monitor_image=PROMETHEUS
+    )
     services = yaml.safe_load(desired.stack_yaml.split("\n", 2)[2])["services"]
-    for name in ("model", "candidate", "entry"):
+    for name in ("model", "candidate", "entry", "prometheus"):
         labels = services[name]["deploy"]["labels"]
         assert dict(desired.shapes[name].labels) == labels
         env = services[name].get("environment") or {}
