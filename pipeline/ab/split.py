@@ -74,20 +74,13 @@ def map_script() -> str:
     )
 
 
-def entry_config(base: str, experiment: Experiment, state: State, *, stack: str) -> str:
-    """The entry's haproxy.cfg with the split, from the one without it (golden-file tested)."""
-    frontend_end = "    default_backend model\n\nfrontend admin\n"
-    model_start = "\nbackend model\n"
-    admin_bind = f"frontend admin\n    bind :{haproxy.ADMIN_PORT}\n"
-    if base.count(frontend_end) != 1 or base.count(model_start) != 1 or base.count(admin_bind) != 1:
-        raise ValueError(
-            "the entry's haproxy.cfg no longer has the shape pipeline/ab/split.py edits "
-            "(`default_backend model` before `frontend admin`, one `backend model`)"
-        )
+def frontend_rules(experiment: Experiment) -> str:
+    """The entry frontend's split: user key, bucket, arm, the headers both ways, the cookie
+    (the same lines on Swarm and in the Kubernetes entry: :mod:`.k8s_split`)."""
     split = experiment.split
     header, cookie = split.user_header, split.cookie
     max_age = split.cookie_max_age_days * 86400
-    rules = f"""\
+    return f"""\
     # A/B experiment {experiment.id}. The share is not here but in the map: a ramp is no reload.
     # The user key: the {header} header, else the {cookie} cookie, else a new one (set below).
     http-request set-var(txn.uid) req.fhdr({header}) if {{ req.fhdr({header}) -m len 1:{MAX_KEY} }}
@@ -110,6 +103,19 @@ def entry_config(base: str, experiment: Experiment, state: State, *, stack: str)
 Max-Age={max_age}; SameSite=Lax; HttpOnly" if {{ var(txn.newuid) -m found }}
     use_backend candidate if {{ var(txn.assigned) -m str b }}
 """
+
+
+def entry_config(base: str, experiment: Experiment, state: State, *, stack: str) -> str:
+    """The entry's haproxy.cfg with the split, from the one without it (golden-file tested)."""
+    frontend_end = "    default_backend model\n\nfrontend admin\n"
+    model_start = "\nbackend model\n"
+    admin_bind = f"frontend admin\n    bind :{haproxy.ADMIN_PORT}\n"
+    if base.count(frontend_end) != 1 or base.count(model_start) != 1 or base.count(admin_bind) != 1:
+        raise ValueError(
+            "the entry's haproxy.cfg no longer has the shape pipeline/ab/split.py edits "
+            "(`default_backend model` before `frontend admin`, one `backend model`)"
+        )
+    rules = frontend_rules(experiment)
     head, tail = base.split(frontend_end)
     text = head + rules + frontend_end + tail
     text = text.replace(
