@@ -61,6 +61,5 @@ def test_the_kubernetes_entry_splits_with_the_swarm_entrys_rules() -> None:
     assert {"name": "entry", "newName": ENTRY.split("@")[0], "digest": "sha256:" + "e" * 64} in (
         overlay["images"]
     )
-    assert k8s_split.model_patch(running)["spec"]["template"]["spec"]["containers"][0]["env"][0] == (
-        {"name": "SERVING_VARIANT", "value": "a"}
-    )
+    patch = k8s_split.model_patch(running)["spec"]["template"]["spec"]["containers"][0]
+    assert patch["env"][0] == {"name": "SERVING_VARIANT", "value": "a"}
