@@ -22,6 +22,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -187,8 +188,8 @@ def entry_context(
     version = "unknown"
     for deb in sorted(debs):
         digest.update(deb.name.encode() + hashlib.sha256(deb.read_bytes()).digest())
-        if deb.name.startswith(f"{name}_"):
-            version = deb.name.split("_")[1].split("-")[0]
+        if deb.name.startswith(f"{name}_"):  # 2.6.12-1+deb12u4 -> 2.6.12; 2.42.0+ds-5 -> 2.42.0
+            version = re.split(r"[-+~]", deb.name.split("_")[1])[0]
         done = subprocess.run(
             ["dpkg", "-x", str(deb), str(rootfs)], capture_output=True, text=True, check=False
         )

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.ab import k8s_split
 from pipeline.config import Settings
+from pipeline.deploy import k8s_split
 from pipeline.deploy.topology import EnvTopology, Topology
 from pipeline.errors import ConfigError, MissingInputError
 from pipeline.release.state import State, read_state
@@ -206,7 +206,7 @@ def files(
     entry_images: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Relative path -> text, for the base and each environment in ``states`` (with an A/B
-    experiment's objects where one runs: :mod:`pipeline.ab.k8s_split`)."""
+    experiment's objects where one runs: :mod:`pipeline.deploy.k8s_split`)."""
     out = {f"base/{name}": _dump(doc) for name, doc in _base().items()}
     out["base/kustomization.yaml"] = _dump(
         {

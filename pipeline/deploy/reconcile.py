@@ -29,11 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.ab import monitor as ab_monitor
-from pipeline.ab import runtime as ab_runtime
-from pipeline.ab.split import render
 from pipeline.config import ImageParams, Settings
 from pipeline.deploy import haproxy
+from pipeline.deploy import haproxy_runtime as ab_runtime
+from pipeline.deploy import monitor as ab_monitor
+from pipeline.deploy.split import render
 from pipeline.deploy.stack import SPEC_LABEL, Desired, Shape
 from pipeline.deploy.swarm import Deployed, LiveService, Swarm, Task
 from pipeline.deploy.topology import EnvTopology
@@ -139,7 +139,7 @@ def desired_state(
             raise ConfigError("the entry image is unknown: pass params.yaml's image section")
         cache = Path("build/entry")
         entry_image = haproxy.ensure_entry_image(settings, image, cache=cache, build=build_entry)
-    monitor_image = ""  # an A/B experiment's Prometheus (pipeline/ab/monitor.py)
+    monitor_image = ""  # an A/B experiment's Prometheus (pipeline/deploy/monitor.py)
     if state.experiment is not None and state.experiment.running:
         if image is not None:
             monitor_image = ab_monitor.ensure_image(settings, image, build=build_entry)

@@ -213,7 +213,7 @@ class Swarm:
     def run_in_tasks(self, service: str, argv: list[str], *, stdin: str = "") -> list[str]:
         """Run ``argv`` (with ``stdin``) in each running container of ``service`` on this node
         (``docker exec``); their outputs. The A/B split talks to the entry's HAProxy runtime API
-        this way (:mod:`pipeline.ab.runtime`): its socket never leaves the container."""
+        this way (:mod:`pipeline.deploy.haproxy_runtime`): its socket never leaves the container."""
         ids = self._run(
             "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}",
             "--filter", "status=running",

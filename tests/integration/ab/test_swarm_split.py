@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from scipy import stats as sps
 
-from pipeline.ab import runtime
-from pipeline.ab.split import MAP_PATH
+from pipeline.deploy import haproxy_runtime as runtime
+from pipeline.deploy.split import MAP_PATH
 from pipeline.deploy.swarm import Swarm
 from tests.integration.ab.conftest import FIGURES
 from tests.integration.ab.traffic import Answer, call, feedback_all, predict_all, predict_body

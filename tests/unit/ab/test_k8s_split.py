@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from pipeline.ab import k8s_split, split
-from pipeline.deploy import k8s
+from pipeline.deploy import k8s, k8s_split, split
 from pipeline.deploy.topology import load_topology
 from pipeline.release.state import State
 from tests.unit.ab.conftest import experiment

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.ab import split
 from pipeline.ab.assignment import bucket_map
 from pipeline.ab.record import Experiment
+from pipeline.deploy import split
 from pipeline.deploy.stack import SPEC_LABEL, Shape
 from pipeline.deploy.stack import render as render_stack
 from pipeline.deploy.topology import load_topology
@@ -121,7 +121,7 @@ def test_the_split_rules_hash_the_experiment_id_and_bound_the_user_key() -> None
 
 
 def test_an_entry_config_of_another_shape_is_refused_with_a_pointer() -> None:
-    with pytest.raises(ValueError, match=r"pipeline/ab/split\.py"):
+    with pytest.raises(ValueError, match=r"pipeline/deploy/split\.py"):
         split.entry_config("frontend entry\n", experiment(), state(), stack="s")
 
 

@@ -1,7 +1,7 @@
 """HAProxy's runtime API on the entry's stats socket: the only module that speaks it.
 
 The socket (``/tmp/haproxy.sock``, level admin) stays inside the entry container; a small
-Python client runs there through ``docker exec`` (:meth:`pipeline.deploy.swarm.Swarm.run_in_tasks`).
+Python client runs there through ``docker exec`` (:meth:`.swarm.Swarm.run_in_tasks`).
 A ramp replaces the split's map in one transaction: ``prepare map`` opens a new version,
 ``add map @<version>`` fills it with all 100 lines, ``commit map @<version>`` swaps it in
 atomically (requests see the old map or the new one, never a mix), and ``show map`` reads it
@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 
 from pipeline.ab.assignment import BUCKETS, bucket_map
-from pipeline.ab.split import MAP_PATH
+from pipeline.deploy.split import MAP_PATH
 from pipeline.deploy.swarm import Swarm
 from pipeline.errors import SwarmError
 
 __all__ = ["CLIENT", "apply_share", "expected", "live_maps", "parse_map"]
 
-log = logging.getLogger("pipeline.ab")
+log = logging.getLogger("pipeline.deploy")
 SOCKET = "/tmp/haproxy.sock"
 CLIENT = f"""
 import re, socket, sys

@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 
 from pipeline.ab.record import Experiment
-from pipeline.ab.split import frontend_rules, map_script
 from pipeline.deploy import haproxy
+from pipeline.deploy.split import frontend_rules, map_script
 from pipeline.release.state import State
 
 __all__ = [

@@ -7,16 +7,16 @@ returns exactly what that renders; with one, it adds to the same deterministic f
   ``SERVING_VARIANT=b`` (the model service gets ``SERVING_VARIANT=a``; both get the
   experiment id and the user header, so their metrics and exposure lines name their arm);
 - in the entry's ``haproxy.cfg``: the user key (the header, else the cookie, else a new UUID
-  set as the cookie), its bucket ``crc32("<id>:<key>") mod 100`` (:mod:`.assignment`), the
-  variant from a 100-line map, request headers telling serving the assignment, response
-  headers telling the caller the variant and model version; a ``candidate`` backend whose
+  set as the cookie), its bucket ``crc32("<id>:<key>") mod 100``
+  (:mod:`pipeline.ab.assignment`), the variant from a 100-line map, request headers telling
+  serving the assignment, response headers telling the caller the variant and model version; a ``candidate`` backend whose
   servers are B's tasks, with A's tasks as backup servers, so that when B has no healthy task
   (or a B task refuses a connection) the request is served by A and tagged as a fallback, never
   answered with a 503;
 - on the entry service: the share as a service label (``ml.experiment.share``). A label change
   does not restart a Swarm task, and a task started later reads it through a Swarm template
   into ``AB_SHARE``, from which the entry's start-up writes the map. A ramp therefore changes
-  the running map live through HAProxy's runtime API (:mod:`.runtime`, no reload) and the
+  the running map live through HAProxy's runtime API (:mod:`.haproxy_runtime`, no reload) and the
   label for any entry task started afterwards.
 
 Starting or ending an experiment changes the entry's configuration, and the entry (one task
@@ -32,10 +32,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.ab import monitor
 from pipeline.ab.assignment import BUCKETS
 from pipeline.ab.record import Experiment
-from pipeline.deploy import haproxy
+from pipeline.deploy import haproxy, monitor
 from pipeline.deploy.stack import HEADER, SPEC_LABEL, Desired, Shape
 from pipeline.deploy.stack import render as render_stack
 from pipeline.deploy.topology import EnvTopology
@@ -112,7 +111,7 @@ def entry_config(base: str, experiment: Experiment, state: State, *, stack: str)
     admin_bind = f"frontend admin\n    bind :{haproxy.ADMIN_PORT}\n"
     if base.count(frontend_end) != 1 or base.count(model_start) != 1 or base.count(admin_bind) != 1:
         raise ValueError(
-            "the entry's haproxy.cfg no longer has the shape pipeline/ab/split.py edits "
+            "the entry's haproxy.cfg no longer has the shape pipeline/deploy/split.py edits "
             "(`default_backend model` before `frontend admin`, one `backend model`)"
         )
     rules = frontend_rules(experiment)
