@@ -9,8 +9,8 @@ returns exactly what that renders; with one, it adds to the same deterministic f
 - in the entry's ``haproxy.cfg``: the user key (the header, else the cookie, else a new UUID
   set as the cookie), its bucket ``crc32("<id>:<key>") mod 100``
   (:mod:`pipeline.ab.assignment`), the variant from a 100-line map, request headers telling
-  serving the assignment, response headers telling the caller the variant and model version; a ``candidate`` backend whose
-  servers are B's tasks, with A's tasks as backup servers, so that when B has no healthy task
+  serving the assignment, response headers telling the caller the variant and model version;
+  a ``candidate`` backend whose servers are B's tasks, with A's tasks as backup servers, so that when B has no healthy task
   (or a B task refuses a connection) the request is served by A and tagged as a fallback, never
   answered with a 503;
 - on the entry service: the share as a service label (``ml.experiment.share``). A label change
