@@ -10,14 +10,14 @@ returns exactly what that renders; with one, it adds to the same deterministic f
   set as the cookie), its bucket ``crc32("<id>:<key>") mod 100``
   (:mod:`pipeline.ab.assignment`), the variant from a 100-line map, request headers telling
   serving the assignment, response headers telling the caller the variant and model version;
-  a ``candidate`` backend whose servers are B's tasks, with A's tasks as backup servers, so that when B has no healthy task
-  (or a B task refuses a connection) the request is served by A and tagged as a fallback, never
-  answered with a 503;
+  a ``candidate`` backend whose servers are B's tasks, with A's tasks as backup servers, so
+  that when B has no healthy task (or a B task refuses a connection) the request is served by
+  A and tagged as a fallback, never answered with a 503;
 - on the entry service: the share as a service label (``ml.experiment.share``). A label change
   does not restart a Swarm task, and a task started later reads it through a Swarm template
   into ``AB_SHARE``, from which the entry's start-up writes the map. A ramp therefore changes
-  the running map live through HAProxy's runtime API (:mod:`.haproxy_runtime`, no reload) and the
-  label for any entry task started afterwards.
+  the running map live through HAProxy's runtime API (:mod:`.haproxy_runtime`, no reload)
+  and the label for any entry task started afterwards.
 
 Starting or ending an experiment changes the entry's configuration, and the entry (one task
 holding the host port) restarts: a few seconds without the entry. Ramps do not.
