@@ -86,8 +86,15 @@ def prometheus_config(stack: str, *, interval_s: int = SCRAPE_INTERVAL_S) -> str
                 "relabel_configs": keep,
             },
             {
-                "job_name": "entry",
-                "static_configs": [{"targets": [f"{stack}_entry:{haproxy.ADMIN_PORT}"]}],
+                "job_name": "entry",  # the tasks' addresses: a service VIP did not answer here
+                "dns_sd_configs": [
+                    {
+                        "names": [f"tasks.{stack}_entry"],
+                        "type": "A",
+                        "port": haproxy.ADMIN_PORT,
+                        "refresh_interval": f"{interval_s}s",
+                    }
+                ],
             },
         ],
     }
@@ -121,6 +128,7 @@ def service(stack: str, *, image: str, labels: dict[str, str]) -> tuple[dict[str
         "deploy": {
             "mode": "replicated",
             "replicas": 1,
+            "endpoint_mode": "dnsrr",  # as the model services: the entry reaches its task
             "labels": labels,
             "resources": {"limits": {"cpus": "0.25", "memory": "256M"}},
             "restart_policy": {"condition": "any", "delay": "2s"},
@@ -138,7 +146,7 @@ def service(stack: str, *, image: str, labels: dict[str, str]) -> tuple[dict[str
         ports=(),
         health=(0, 0, 0, 0),
         update=("stop-first", "rollback", 5 * 10**9, 1),
-        endpoint_mode="vip",
+        endpoint_mode="dnsrr",
     )
     return document, shape
 

@@ -132,7 +132,7 @@ def entry_config(base: str, experiment: Experiment, state: State, *, stack: str)
     candidate = _candidate_backend(model, stack=stack, version_a=version_a, version_b=version_b)
     prometheus = (
         "\nbackend prometheus\n"
-        f"    server prometheus {stack}_prometheus:{monitor.PORT} check "
+        f"    server prometheus tasks.{stack}_prometheus:{monitor.PORT} check "
         "resolvers swarm resolve-prefer ipv4 init-addr none\n"
     )
     return before + model_section + candidate + prometheus

@@ -87,7 +87,7 @@ def predict_body(golden: dict[str, Any]) -> dict[str, Any]:
 
 
 def predict_all(
-    port: int, body: dict[str, Any], users: Iterable[str], *, concurrency: int = 8
+    port: int, body: dict[str, Any], users: Iterable[str], *, concurrency: int = 4
 ) -> list[Answer]:
     """One prediction per user (in the order given), ``concurrency`` at a time."""
     with ThreadPoolExecutor(concurrency) as pool:
@@ -95,7 +95,7 @@ def predict_all(
 
 
 def feedback_all(
-    port: int, outcomes: list[tuple[str, int]], *, concurrency: int = 8
+    port: int, outcomes: list[tuple[str, int]], *, concurrency: int = 4
 ) -> list[Answer]:
     with ThreadPoolExecutor(concurrency) as pool:
         return list(
