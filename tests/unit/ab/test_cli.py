@@ -52,21 +52,21 @@ def test_decide_reproduces_z_2_31_p_0_021_and_promotes_with_exit_0(env: Path) ->
     assert data["lift"] == pytest.approx(0.10)
 
 
-def test_decide_before_the_horizon_exits_10_and_prints_what_is_missing(env: Path) -> None:
+def test_decide_before_the_horizon_exits_20_and_prints_what_is_missing(env: Path) -> None:
     outcomes = table(env / "o.csv", (4_000, 400), (4_000, 480), users=True)
     code, output = run("decide", "--env", "staging", "--outcomes", str(outcomes))
     assert code == 20, output
     assert "A needs 6,000 more, B needs 6,000 more" in " ".join(output.split())
 
 
-def test_decide_stops_a_broken_split_with_exit_12(env: Path) -> None:
+def test_decide_stops_a_broken_split_with_exit_22(env: Path) -> None:
     outcomes = table(env / "o.csv", (10_000, 1_000), (8_000, 1_100))
     code, output = run("decide", "--env", "staging", "--outcomes", str(outcomes))
     assert code == 22, output
     assert "sample-ratio mismatch" in " ".join(output.split())
 
 
-def test_decide_keeps_the_champion_when_b_is_no_better_with_exit_11(env: Path) -> None:
+def test_decide_keeps_the_champion_when_b_is_no_better_with_exit_21(env: Path) -> None:
     outcomes = table(env / "o.csv", (10_000, 1_000), (10_000, 1_000))
     guard = env / "g.json"
     guard.write_text(
