@@ -117,10 +117,16 @@ def entry_config(base: str, experiment: Experiment, state: State, *, stack: str)
     rules = frontend_rules(experiment)
     head, tail = base.split(frontend_end)
     text = head + rules + frontend_end + tail
-    text = text.replace(
-        admin_bind,
-        admin_bind + "    # the experiment's Prometheus (HTTP API), beside the exporter\n"
-        "    use_backend prometheus if { path_beg /api/v1/ }\n",
+    # in the admin frontend, after its http-request rules (which HAProxy runs first anyway)
+    admin = text.index(admin_bind)
+    section_end = text.find("\n\n", admin)
+    rules = [m for m in range(admin, section_end) if text.startswith("    http-request ", m)]
+    at = text.index("\n", rules[-1]) + 1 if rules else admin + len(admin_bind)
+    text = (
+        text[:at]
+        + "    # the experiment's Prometheus (HTTP API), beside the exporter\n"
+        + "    use_backend prometheus if { path_beg /api/v1/ }\n"
+        + text[at:]
     )
     before, model = text.split(model_start)
     version_a, version_b = state.model.version, experiment.candidate.model.version
@@ -139,28 +145,32 @@ def entry_config(base: str, experiment: Experiment, state: State, *, stack: str)
 
 
 def _candidate_backend(model: str, *, stack: str, version_a: str, version_b: str) -> str:
+    """``backend candidate`` from the entry's ``backend model``: its settings (balance, checks,
+    timings), B's tasks as servers, A's tasks as backups (checked; and unchecked ones last if the
+    model backend fails open), every server named so that its name tells the variant."""
     lines = model.rstrip("\n").splitlines()
-    template = [ln for ln in lines if ln.strip().startswith("server-template ")]
-    if len(template) != 1:
-        raise ValueError("the entry's `backend model` has no single server-template line")
-    slots = template[0].split()[2]  # 1-N
+    templates = [ln.split() for ln in lines if ln.strip().startswith("server-template ")]
+    if not templates:
+        raise ValueError("the entry's `backend model` has no server-template line")
+    slots = templates[0][2]  # 1-N
+    fails_open = any("no-check" in t and "backup" in t for t in templates)
+    port = haproxy.MODEL_PORT
     body = []
     for line in lines:
-        if line.strip().startswith("server-template "):
-            body.append(
-                f"    server-template b {slots} tasks.{stack}_candidate:{haproxy.MODEL_PORT}"
-            )
-            body.append(
-                f"    server-template a {slots} tasks.{stack}_model:{haproxy.MODEL_PORT} backup"
-            )
-        elif line.strip().startswith("default-server "):
+        stripped = line.strip()
+        if stripped.startswith(("server-template ", "#")) or stripped == "option allbackups":
+            continue
+        if stripped.startswith("default-server "):
             # a B task that refuses a connection is out at once: the retry goes to A (backup)
-            body.append(line + " observe layer4 error-limit 1 on-error mark-down")
-        elif line.strip().startswith("balance "):
-            body.append(line)
+            line += " observe layer4 error-limit 1 on-error mark-down"
+        body.append(line)
+        if stripped.startswith("balance "):
             body.append("    option allbackups")
-        else:
-            body.append(line)
+    body.append(f"    server-template b {slots} tasks.{stack}_candidate:{port}")
+    body.append(f"    server-template a {slots} tasks.{stack}_model:{port} backup")
+    if fails_open:  # as the model backend: every check failing at once is a starved machine
+        spare = f"    server-template aspare {slots} tasks.{stack}_model:{port}"
+        body.append(spare + " backup no-check")
     return (
         "\n# B's tasks; A's are its backup servers: with no healthy B task, A serves (fallback).\n"
         "backend candidate\n"

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.ab.assignment import bucket_map
 from pipeline.config import Settings
-from pipeline.deploy import k8s
+from pipeline.deploy import haproxy, k8s
 from pipeline.deploy.topology import load_topology
 from pipeline.release.state import write_state
 from tests.integration.deploy.test_k8s import kubernetes_validate
@@ -73,3 +74,32 @@ def test_kustomize_builds_the_overlay_with_the_experiment(rendered: Path) -> Non
     assert done.returncode == 0, done.stderr
     names = {(o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(done.stdout)}
     assert {("Deployment", "model-candidate"), ("Deployment", "entry")} <= names
+
+
+def test_the_kubernetes_entry_config_passes_haproxys_own_check(
+    rendered: Path, tmp_path: Path
+) -> None:
+    """`haproxy -c` of Debian's HAProxy (the entry image's), unpacked here like the image's."""
+    debs = haproxy.download_packages(tmp_path / "debs")
+    root = tmp_path / "root"
+    for deb in debs:
+        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    objects = list(
+        yaml.safe_load_all((rendered / "overlays/production/experiment.yaml").read_text())
+    )
+    config = next(o for o in objects if o["kind"] == "ConfigMap")["data"]["haproxy.cfg"]
+    (tmp_path / "ab.map").write_text(bucket_map(20))
+    config = config.replace("/tmp/ab.map", str(tmp_path / "ab.map"))
+    config = config.replace("/tmp/haproxy.sock", str(tmp_path / "haproxy.sock"))
+    (tmp_path / "haproxy.cfg").write_text(config)
+    libraries = f"{root}/usr/lib/x86_64-linux-gnu:{root}/lib/x86_64-linux-gnu"
+    done = subprocess.run(
+        [str(root / "usr/sbin/haproxy"), "-c", "-f", str(tmp_path / "haproxy.cfg")],
+        env={"LD_LIBRARY_PATH": libraries},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Configuration file is valid" in done.stdout + done.stderr
+    assert "rule placed after" not in done.stdout + done.stderr  # rules in the order they run
