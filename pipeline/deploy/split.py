@@ -120,8 +120,8 @@ def entry_config(base: str, experiment: Experiment, state: State, *, stack: str)
     # in the admin frontend, after its http-request rules (which HAProxy runs first anyway)
     admin = text.index(admin_bind)
     section_end = text.find("\n\n", admin)
-    rules = [m for m in range(admin, section_end) if text.startswith("    http-request ", m)]
-    at = text.index("\n", rules[-1]) + 1 if rules else admin + len(admin_bind)
+    found = [m for m in range(admin, section_end) if text.startswith("    http-request ", m)]
+    at = text.index("\n", found[-1]) + 1 if found else admin + len(admin_bind)
     text = (
         text[:at]
         + "    # the experiment's Prometheus (HTTP API), beside the exporter\n"
