@@ -73,7 +73,7 @@ def create_app(*, model_dir: Path, settings: Settings | None = None) -> ServingA
 class ServingApp:
     def __init__(self, *, model_dir: Path, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(variant=settings.variant, experiment=settings.experiment)
 
         def ready(loaded: LoadedModel) -> Served:
             return prepare(loaded, settings=settings, metrics=self.metrics)
@@ -137,8 +137,9 @@ class ServingApp:
             if method == "POST":
                 body = await self._read_body(receive, length)
             request = Request(
-                method, path, body, content_type, request_id, header_length, match.version
-            )
+                method, path, body, content_type, request_id, header_length, match.version,
+                scope["headers"],
+            )  # fmt: skip
             response = handler(request)
         except ServingError as exc:
             response = _error(exc, oip=path.startswith("/v2"), allowed=allowed)

@@ -14,6 +14,7 @@ from typing import Any
 from serving.codec import dumps
 from serving.docs import docs_page
 from serving.errors import ServingError
+from serving.experiment import Exposures
 from serving.loader import LoadedModel, ModelState
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import Metrics
@@ -39,6 +40,8 @@ class Request:
     request_id: str
     header_length: str | None = None
     version: str | None = None
+    #: the raw ASGI headers (read only by the exposure log, during an experiment)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -57,6 +60,7 @@ class Served:
     v2_model: bytes
     openapi: bytes
     docs: bytes
+    exposures: Exposures
 
 
 Handler = Callable[[Request], Response]
@@ -106,6 +110,13 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
         v2_model=dumps(v2),
         openapi=dumps(document),
         docs=docs_page(card, example=example),
+        exposures=Exposures(
+            variant=settings.variant,
+            experiment=settings.experiment,
+            user_header=settings.user_header,
+            model_version=card.model_version,
+            classes=card.classes,
+        ),
     )
 
 
@@ -130,7 +141,12 @@ class Handlers:
         x = parse_invocation(request.body, request.content_type, served.schema)
         labels = served.loaded.runtime.predict(x)
         self.metrics.observe_predictions(labels.tolist())
+        served.exposures.record(request.request_id, request.headers, labels)
         return Response(200, predictions(labels))
+
+    def feedback(self, request: Request) -> Response:
+        accepted = self._served().exposures.feedback(request.body, request.content_type)
+        return Response(200, dumps({"accepted": accepted}))
 
     def ping(self, request: Request) -> Response:
         self._served()
@@ -191,6 +207,7 @@ class Handlers:
             labels = runtime.predict(parsed.x)
             probabilities = labels[:0]
         self.metrics.observe_predictions(labels.tolist())
+        served.exposures.record(request.request_id, request.headers, labels)
         body = oip.infer_response(
             card=served.loaded.card,
             probability_datatype=runtime.probability_datatype,

@@ -11,6 +11,10 @@ name                                     type       labels
 ``serving_ready``                        gauge      1 once the model is verified and warm
 =======================================  =========  ===========================================
 
+In an A/B experiment (``SERVING_VARIANT`` set) the three above also carry ``variant`` and
+``experiment`` (``SERVING_EXPERIMENT``), so one query compares the arms
+(:mod:`pipeline.ab.prometheus`); outside one their labels are exactly those listed.
+
 With ``SERVING_WORKERS`` > 1 each worker counts its own requests (a scrape sees one worker).
 Label children are cached, so the hot path costs two dictionary look-ups and two increments.
 """
@@ -45,25 +49,27 @@ _ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, variant: str = "", experiment: str = "") -> None:
+        self._arm = (variant, experiment) if variant else ()
+        arm = ["variant", "experiment"] if variant else []
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Counter(
             "serving_requests_total",
             "HTTP requests answered, by route template, method and status.",
-            ["route", "method", "status"],
+            ["route", "method", "status", *arm],
             registry=self.registry,
         )
         self._latency = Histogram(
             "serving_request_duration_seconds",
             "Time from request received to response sent, by route template.",
-            ["route"],
+            ["route", *arm],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self._predictions = Counter(
             "serving_predictions_total",
             "Rows predicted, by predicted class.",
-            ["class"],
+            ["class", *arm],
             registry=self.registry,
         )
         self._rows = Histogram(
@@ -82,12 +88,12 @@ class Metrics:
         key = (route, method, status)
         child = self._request_children.get(key)
         if child is None:
-            child = self._requests.labels(route, method, str(status))
+            child = self._requests.labels(route, method, str(status), *self._arm)
             self._request_children[key] = child
         child.inc()
         latency = self._latency_children.get(route)
         if latency is None:
-            latency = self._latency_children[route] = self._latency.labels(route)
+            latency = self._latency_children[route] = self._latency.labels(route, *self._arm)
         latency.observe(seconds)
 
     def observe_predictions(self, labels: list[Any]) -> None:
@@ -96,7 +102,8 @@ class Metrics:
         for label, count in counts.items():
             child = self._class_children.get(label)
             if child is None:
-                child = self._class_children[label] = self._predictions.labels(str(label))
+                child = self._predictions.labels(str(label), *self._arm)
+                self._class_children[label] = child
             child.inc(count)
 
     def set_model(self, info: dict[str, str], *, ready: bool) -> None:

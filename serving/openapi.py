@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from serving.card import ModelCard
+from serving.experiment import feedback_schemas
 from serving.protocols.oip import label_datatype
 from serving.routes import ROUTES
 
@@ -152,6 +153,7 @@ def openapi_document(
             },
         },
     }
+    schemas.update(feedback_schemas(label))
     csv_example = ",".join(f'"{n}"' for n in names) + "\n" + ",".join(["0"] * width)
     name_parameter = {
         "name": "name",

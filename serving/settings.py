@@ -18,6 +18,10 @@ variable                       default       meaning
                                              then MODEL_DIR/../reports/golden.json
 ``SERVING_HOLDOUT_METRICS``    (searched)    holdout metrics file; default MODEL_DIR/holdout.json,
                                              then MODEL_DIR/../metrics/holdout.json
+``SERVING_VARIANT``            (none)        ``a`` or ``b``: this service is one arm of an A/B
+                                             experiment (metrics labelled, exposures logged)
+``SERVING_EXPERIMENT``         (none)        the experiment's id (its hashing salt)
+``SERVING_USER_HEADER``        ``X-User-Id`` the header naming the user (logged hashed)
 =============================  ============  ===============================================
 
 A bad value is an error that names the variable, raised before anything listens.
@@ -26,6 +30,7 @@ A bad value is an error that names the variable, raised before anything listens.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +43,9 @@ __all__ = ["Runtime", "Settings", "SettingsError"]
 Runtime = Literal["auto", "onnx", "sklearn"]
 _RUNTIMES = ("auto", "onnx", "sklearn")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_VARIANTS = ("", "a", "b")
+_EXPERIMENT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,9 @@ class Settings:
     graceful_timeout: int = 30
     holdout_metrics: Path | None = None
     golden: Path | None = None
+    variant: str = ""
+    experiment: str = ""
+    user_header: str = "X-User-Id"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +93,9 @@ class Settings:
             ),
             holdout_metrics=Path(holdout) if holdout else None,
             golden=Path(golden) if golden else None,
+            variant=_choice(env, "SERVING_VARIANT", default.variant, _VARIANTS),
+            experiment=_pattern(env, "SERVING_EXPERIMENT", default.experiment, _EXPERIMENT_ID),
+            user_header=_pattern(env, "SERVING_USER_HEADER", default.user_header, _HEADER_NAME),
         )
 
 
@@ -108,6 +122,16 @@ def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _pattern(env: Mapping[str, str], name: str, default: str, pattern: re.Pattern[str]) -> str:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip()
+    if not pattern.fullmatch(value):
+        raise SettingsError(f"{name}={raw[:80]!r} does not match {pattern.pattern}")
+    return value
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:

@@ -22,6 +22,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -139,48 +140,56 @@ class EntryContext:
     version: str
 
 
-def download_packages(cache: Path) -> list[Path]:
-    """The .deb files of :data:`PACKAGES` in ``cache``, fetched with ``apt-get download`` when
+def download_packages(cache: Path, packages: tuple[str, ...] = PACKAGES) -> list[Path]:
+    """The .deb files of ``packages`` in ``cache``, fetched with ``apt-get download`` when
     missing (an ``apt-get update`` first if the package lists are empty and we are root)."""
     cache.mkdir(parents=True, exist_ok=True)
 
     def present() -> list[Path]:
-        found = [sorted(cache.glob(f"{name}_*.deb")) for name in PACKAGES]
+        found = [sorted(cache.glob(f"{name}_*.deb")) for name in packages]
         return [files[-1] for files in found if files]
 
-    if len(present()) == len(PACKAGES):
+    if len(present()) == len(packages):
         return present()
     if shutil.which("apt-get") is None:
         raise ImageError(
-            f"apt-get is not available: the entry image needs Debian's {' '.join(PACKAGES)} "
+            f"apt-get is not available: the image needs Debian's {' '.join(packages)} "
             f"as .deb files in {cache} (put them there by hand, then re-run)"
         )
-    command = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", *PACKAGES]
+    command = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", *packages]
     done = subprocess.run(command, cwd=cache, capture_output=True, text=True, check=False)
     if done.returncode != 0 and os.geteuid() == 0:
         log.info("apt-get download failed; refreshing the package lists (apt-get update)")
         subprocess.run(["apt-get", "-qq", "update"], capture_output=True, check=False)
         done = subprocess.run(command, cwd=cache, capture_output=True, text=True, check=False)
-    if done.returncode != 0 or len(present()) != len(PACKAGES):
+    if done.returncode != 0 or len(present()) != len(packages):
         reason = (done.stderr.strip().splitlines() or ["no .deb written"])[-1]
         raise ImageError(
-            f"apt-get download {' '.join(PACKAGES)} failed ({reason}): run `apt-get update` "
+            f"apt-get download {' '.join(packages)} failed ({reason}): run `apt-get update` "
             "(as root), or put the .deb files in " + str(cache)
         )
     return present()
 
 
-def entry_context(debs: list[Path], *, base_id: str, workdir: Path) -> EntryContext:
-    """``dpkg -x`` each package into a rootfs and tar it with the Dockerfile."""
+def entry_context(
+    debs: list[Path],
+    *,
+    base_id: str,
+    workdir: Path,
+    dockerfile: str = DOCKERFILE,
+    name: str = "haproxy",
+) -> EntryContext:
+    """``dpkg -x`` each package into a rootfs and tar it with the Dockerfile (the entry's, or
+    another image built the same way: the A/B experiments' Prometheus)."""
     rootfs = workdir / "rootfs"
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
-    digest = hashlib.sha256(DOCKERFILE.encode() + base_id.encode())
+    digest = hashlib.sha256(dockerfile.encode() + base_id.encode())
     version = "unknown"
     for deb in sorted(debs):
         digest.update(deb.name.encode() + hashlib.sha256(deb.read_bytes()).digest())
-        if deb.name.startswith("haproxy_"):
-            version = deb.name.split("_")[1].split("-")[0]
+        if deb.name.startswith(f"{name}_"):  # 2.6.12-1+deb12u4 -> 2.6.12; 2.42.0+ds-5 -> 2.42.0
+            version = re.split(r"[-+~]", deb.name.split("_")[1])[0]
         done = subprocess.run(
             ["dpkg", "-x", str(deb), str(rootfs)], capture_output=True, text=True, check=False
         )
@@ -197,26 +206,34 @@ def entry_context(debs: list[Path], *, base_id: str, workdir: Path) -> EntryCont
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         info = tarfile.TarInfo("Dockerfile")
-        info.size = len(DOCKERFILE)
-        tar.addfile(info, io.BytesIO(DOCKERFILE.encode()))
+        info.size = len(dockerfile.encode())
+        tar.addfile(info, io.BytesIO(dockerfile.encode()))
         tar.add(rootfs, arcname="rootfs")
     return EntryContext(
-        tar=buffer.getvalue(), tag=f"haproxy-{version}-{digest.hexdigest()[:12]}", version=version
+        tar=buffer.getvalue(), tag=f"{name}-{version}-{digest.hexdigest()[:12]}", version=version
     )
 
 
-def entry_repository(settings: Settings) -> Settings:
+def entry_repository(settings: Settings, suffix: str = "-entry") -> Settings:
     """The settings of the entry image's repository: ``<IMAGE_REPOSITORY>-entry``, same registry."""
-    return settings.model_copy(update={"image_repository": f"{settings.image_repository}-entry"})
+    return settings.model_copy(update={"image_repository": f"{settings.image_repository}{suffix}"})
 
 
 def ensure_entry_image(
-    settings: Settings, image: ImageParams, *, cache: Path, build: bool = True
+    settings: Settings,
+    image: ImageParams,
+    *,
+    cache: Path,
+    build: bool = True,
+    packages: tuple[str, ...] = PACKAGES,
+    dockerfile: str = DOCKERFILE,
+    name: str = "haproxy",
+    suffix: str = "-entry",
 ) -> str:
     """``REGISTRY/<IMAGE_REPOSITORY>-entry@sha256:...``: found in the registry by its content
     tag, else built here (no network in the build) and pushed. With ``build=False`` (a dry run)
     an absent image is named by its tag instead: ``REPO:haproxy-...``."""
-    debs = download_packages(cache / "debs")
+    debs = download_packages(cache / "debs", packages)
     engine = Engine.connect()
     present = engine.image(image.base) or engine.image(image.fallback_base)
     if present is not None:  # the one the model image was built on: no pull attempt
@@ -225,16 +242,16 @@ def ensure_entry_image(
     else:
         base = engine.resolve_base(base=image.base, fallback=image.fallback_base)
         base_ref, base_id = base.ref, base.id
-    context = entry_context(debs, base_id=base_id, workdir=cache)
-    entry = entry_repository(settings)
+    context = entry_context(debs, base_id=base_id, workdir=cache, dockerfile=dockerfile, name=name)
+    entry = entry_repository(settings, suffix)
     registry = Registry(entry)
     digest = registry.digest_of(context.tag)
     if digest is not None:
-        log.info("entry image %s:%s is in the registry already", registry.repository, context.tag)
+        log.info("image %s:%s is in the registry already", registry.repository, context.tag)
         return f"{registry.repository}@{digest}"
     if not build:
         return f"{registry.repository}:{context.tag}"
-    log.info("building the entry image (haproxy %s on %s), no network", context.version, base_ref)
+    log.info("building %s %s on %s, no network", name, context.version, base_ref)
     local = f"{registry.repository}:{context.tag}"
     report = engine.build(io.BytesIO(context.tar), tag=local, buildargs={"BASE_IMAGE": base_ref})
     auth: dict[str, str] = {}

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from pipeline.config import Settings
+from pipeline.deploy import k8s_split
 from pipeline.deploy.topology import EnvTopology, Topology
 from pipeline.errors import ConfigError, MissingInputError
 from pipeline.release.state import State, read_state
@@ -197,8 +198,15 @@ def _application(env: str, shape: EnvTopology, *, repo_url: str) -> dict[str, An
     }
 
 
-def files(states: dict[str, State], topology: Topology, *, repo_url: str) -> dict[str, str]:
-    """Relative path -> text, for the base and each environment in ``states``."""
+def files(
+    states: dict[str, State],
+    topology: Topology,
+    *,
+    repo_url: str,
+    entry_images: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Relative path -> text, for the base and each environment in ``states`` (with an A/B
+    experiment's objects where one runs: :mod:`pipeline.deploy.k8s_split`)."""
     out = {f"base/{name}": _dump(doc) for name, doc in _base().items()}
     out["base/kustomization.yaml"] = _dump(
         {
@@ -211,7 +219,19 @@ def files(states: dict[str, State], topology: Topology, *, repo_url: str) -> dic
     for env, state in sorted(states.items()):
         shape = topology.get(env)
         more = f" and deploy/{env}.yaml"
-        out[f"overlays/{env}/kustomization.yaml"] = _dump(_overlay(state, shape), more=more)
+        overlay = _overlay(state, shape)
+        experiment = state.experiment
+        if experiment is not None and experiment.running:
+            model = next(o for o in built(state, topology) if o["kind"] == "Deployment")
+            extra = k8s_split.files(
+                experiment,
+                state,
+                overlay,
+                model_deployment=model,
+                entry_image=(entry_images or {}).get(env),
+            )
+            out.update({f"overlays/{env}/{name}": text for name, text in extra.items()})
+        out[f"overlays/{env}/kustomization.yaml"] = _dump(overlay, more=more)
         out[f"overlays/{env}/deployment-patch.yaml"] = _dump(_patch(shape))
         out[f"argocd/{env}.yaml"] = _dump(_application(env, shape, repo_url=repo_url))
     return out
@@ -281,7 +301,13 @@ def write(
     if not states:
         raise MissingInputError("no environment has a deploy/<env>.yaml yet: promote first")
     written = []
-    for relative, text in files(states, topology, repo_url=repo_url or origin_url()).items():
+    entry_images = {}
+    for env in states:
+        found = k8s_split.entry_image_of(settings.deploy_dir / f"{env}.stack.yaml")
+        if found:
+            entry_images[env] = found
+    rendered = files(states, topology, repo_url=repo_url or origin_url(), entry_images=entry_images)
+    for relative, text in rendered.items():
         path = out_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text() != text:

@@ -31,7 +31,10 @@ from typing import Any, Literal
 
 from pipeline.config import ImageParams, Settings
 from pipeline.deploy import haproxy
-from pipeline.deploy.stack import SPEC_LABEL, Desired, Shape, render
+from pipeline.deploy import haproxy_runtime as ab_runtime
+from pipeline.deploy import monitor as ab_monitor
+from pipeline.deploy.split import render
+from pipeline.deploy.stack import SPEC_LABEL, Desired, Shape
 from pipeline.deploy.swarm import Deployed, LiveService, Swarm, Task
 from pipeline.deploy.topology import EnvTopology
 from pipeline.errors import ConfigError, MissingInputError, RolledBack, RolloutFailed
@@ -136,7 +139,14 @@ def desired_state(
             raise ConfigError("the entry image is unknown: pass params.yaml's image section")
         cache = Path("build/entry")
         entry_image = haproxy.ensure_entry_image(settings, image, cache=cache, build=build_entry)
-    return render(state, shape, entry_image=entry_image)
+    monitor_image = ""  # an A/B experiment's Prometheus (pipeline/deploy/monitor.py)
+    if state.experiment is not None and state.experiment.running:
+        if image is not None:
+            monitor_image = ab_monitor.ensure_image(settings, image, build=build_entry)
+        else:
+            rendered = settings.deploy_dir / f"{env}.stack.yaml"
+            monitor_image = ab_monitor.rendered_image(rendered) or ""
+    return render(state, shape, entry_image=entry_image, monitor_image=monitor_image)
 
 
 def write_desired(desired: Desired, deploy_dir: Path) -> Path:
@@ -208,6 +218,8 @@ def reconcile(
             ", ".join(change.fields),
         )
     if current.in_sync or dry_run:
+        if not dry_run:
+            _live_split(swarm, desired)
         outcome.rows = _rows(swarm, desired, {}, set())
         outcome.seconds = time.monotonic() - started
         outcome.finished_at = _now()
@@ -234,10 +246,19 @@ def reconcile(
     if not outcome.ok:
         what = "rolled back by Swarm" if outcome.rolled_back else "did not converge"
         _failed(outcome, started, f"the rollout of {desired.model_digest} to {desired.env} {what}")
+    _live_split(swarm, desired)
     _prune_configs(swarm, desired)
     outcome.seconds = time.monotonic() - started
     outcome.finished_at = _now()
     return outcome
+
+
+def _live_split(swarm: Swarm, desired: Desired) -> None:
+    """An A/B split's share, applied to the running entry through HAProxy's runtime API (a
+    ramp: no reload); a no-op when the entry's map already has it or no experiment runs."""
+    share = desired.experiment_share
+    if share is not None and ab_runtime.apply_share(swarm, desired.service("entry"), share):
+        log.info("the entry now splits %d %% of users to the candidate", share)
 
 
 def _failed(outcome: Outcome, started: float, message: str) -> None:

@@ -126,6 +126,9 @@ class Desired:
     shapes: dict[str, Shape]  # by service short name: model, entry
     model_digest: str
     model_version: str
+    experiment_share: int | None = (
+        None  # an A/B split runs: the entry's live map (pipeline/deploy/split.py)
+    )
 
     def service(self, name: str) -> str:
         return f"{self.stack}_{name}"

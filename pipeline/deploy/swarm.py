@@ -189,3 +189,59 @@ class Swarm:
 
     def remove_stack(self, stack: str) -> None:
         self._run("stack", "rm", stack, check=False)
+
+    def service_logs(self, service: str, *, since: str, into: Path) -> Path:
+        """The logs since ``since`` of every container of ``service`` on this node that the
+        engine still keeps (running or exited), oldest first, written to ``into`` (the A/B
+        analysis reads exposure and feedback lines from it). ``docker logs`` per container,
+        not ``docker service logs``: the latter hung here (Docker 20.10) when a task's
+        container had been removed."""
+        ids = self._run(
+            "ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={service}",
+        ).stdout.split()  # fmt: skip
+        into.parent.mkdir(parents=True, exist_ok=True)
+        with into.open("w") as handle:
+            for container in reversed(ids):  # `docker ps` lists the newest first
+                try:
+                    done = subprocess.run(
+                        [self.docker, "logs", "--since", since, container],
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                        timeout=self.timeout,
+                        check=False,
+                    )
+                except subprocess.TimeoutExpired:
+                    raise SwarmError(f"docker logs {container} ({service}) took too long") from None
+                if done.returncode != 0:
+                    raise SwarmError(f"docker logs {container} ({service}) failed: see {into}")
+        return into
+
+    def run_in_tasks(self, service: str, argv: list[str], *, stdin: str = "") -> list[str]:
+        """Run ``argv`` (with ``stdin``) in each running container of ``service`` on this node
+        (``docker exec``); their outputs. The A/B split talks to the entry's HAProxy runtime API
+        this way (:mod:`pipeline.deploy.haproxy_runtime`): its socket never leaves the container."""
+        ids = self._run(
+            "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}",
+            "--filter", "status=running",
+        ).stdout.split()  # fmt: skip
+        outputs = []
+        for container in ids:
+            try:
+                done = subprocess.run(
+                    [self.docker, "exec", "-i", container, *argv],
+                    input=stdin,
+                    capture_output=True,
+                    text=True,
+                    timeout=self.timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise SwarmError(
+                    f"docker exec in {service} did not answer in {self.timeout:g} s"
+                ) from None
+            if done.returncode != 0:
+                reason = (done.stderr.strip().splitlines() or ["no message"])[-1][:300]
+                raise SwarmError(f"docker exec in {service} ({container}) failed: {reason}")
+            outputs.append(done.stdout)
+        return outputs

@@ -164,7 +164,8 @@ def _move(
         reason=reason[:500] if reason else None,
     )
     history = [] if state is None else [_entry(state), *state.history]
-    new = State(environment=env, history=history, **dict(release))
+    experiment = None if state is None else state.experiment  # `pipeline ab` owns it
+    new = State(environment=env, experiment=experiment, history=history, **dict(release))
     write_state(settings.deploy_dir, new)
     return Outcome(state=new, changed=True, seconds=seconds)
 

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from pipeline.ab.record import Experiment
 from pipeline.errors import ArtifactError
 
 Environment = Literal["staging", "production"]
@@ -56,6 +57,7 @@ class Release(_Entry):
 
 class State(Release):
     environment: Environment
+    experiment: Experiment | None = None  # an A/B experiment: written by `pipeline ab` only
     history: list[Release] = []  # newest first
 
 
