@@ -95,7 +95,11 @@ def build_model_dir(root: Path, *, onnx: bool = True, golden_rows: int = 60) -> 
         "onnx": onnx_entry,
         "model_type": "logistic_regression",
         "target": "target",
-        "features": [{"name": name, "dtype": "float64"} for name in features],
+        "features": [
+            {"name": name, "dtype": "float64", "kind": "numeric", "nullable": False,
+             "categories": None}
+            for name in features
+        ],  # fmt: skip
         "classes": classes,
         "git_commit": "unknown",
         "data_hash": "d41d8cd98f00b204e9800998ecf8427e.dir",
