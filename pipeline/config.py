@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,7 +34,9 @@ ModelType = Literal["logistic_regression", "random_forest", "gradient_boosting",
 Task = Literal["classification", "regression"]
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
-Metric = Literal["accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"]
+Metric = Literal[
+    "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2"
+]
 LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "rmse", "mae"})
 #: Where a `train.model: custom` factory module must live, so that DVC tracks it: dvc.yaml lists
 #: this folder as a dependency of `train` (an installed package is pinned by the lock instead).
@@ -61,7 +64,7 @@ class DataParams(_Section):
     drop: list[str] = Field(default_factory=list, description="columns kept out of the model")
 
     @model_validator(mode="after")
-    def _source_exists(self) -> DataParams:
+    def _source_exists(self, info: ValidationInfo) -> DataParams:
         if self.features is not None and self.drop:
             raise ValueError("set data.features or data.drop, not both")
         for key, names in (("features", self.features or []), ("drop", self.drop)):
@@ -80,8 +83,12 @@ class DataParams(_Section):
                 raise ValueError(f"source {self.source!r} must end in .csv or .parquet")
             if not path.is_file():
                 raise ValueError(f"source file {self.source!r} does not exist")
-        if not self.expectations.is_file():
-            raise ValueError(f"expectations suite {str(self.expectations)!r} does not exist")
+        suite_optional = bool((info.context or {}).get("suite_optional"))
+        if not self.expectations.is_file() and not suite_optional:
+            raise ValueError(
+                f"expectations suite {str(self.expectations)!r} does not exist (write one with "
+                "`pipeline suggest-expectations --output PATH`)"
+            )
         return self
 
 
@@ -265,8 +272,10 @@ def _describe(err: ValidationError, raw: object) -> str:
     return "; ".join(parts)
 
 
-def load_params(path: Path = Path("params.yaml")) -> Params:
-    """Read and validate params.yaml; any problem is a `ConfigError` naming the key."""
+def load_params(path: Path = Path("params.yaml"), *, suite_optional: bool = False) -> Params:
+    """Read and validate params.yaml; any problem is a `ConfigError` naming the key.
+
+    ``suite_optional``: ``data.expectations`` need not exist yet (while one is being written)."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -276,7 +285,7 @@ def load_params(path: Path = Path("params.yaml")) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must be a mapping of sections (base, data, train, validate)")
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(raw, context={"suite_optional": suite_optional})
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
 

@@ -77,7 +77,7 @@ def declared_tolerance(
     return declared if tighter is None else min(declared, tighter)
 
 
-def regression_error(values: npt.NDArray[Any], expected: npt.NDArray[Any]) -> float:
+def regression_error(values: npt.ArrayLike, expected: npt.ArrayLike) -> float:
     """The largest relative difference the regression tolerances bound."""
     got, want = np.asarray(values, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     if got.size == 0:

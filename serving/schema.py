@@ -163,6 +163,7 @@ class InputSchema:
             by_position = self._transpose(data, where)
             return self._typed([by_position[columns.index(n)] for n in self.names], where)
         x = self.from_rows(split["data"], f"{what}.data", check_booleans=check_booleans)
+        assert not isinstance(x, Columns)  # untyped: a matrix
         return np.ascontiguousarray(x[:, [columns.index(name) for name in self.names]])
 
     def from_csv(self, body: bytes) -> Batch:
@@ -298,11 +299,11 @@ class InputSchema:
             columns.append(parsed)
         return self._typed(columns, "the CSV body")
 
-    def typed_columns(self, columns: Sequence[Sequence[Any]], what: str) -> Batch:
+    def typed_columns(self, columns: Sequence[Any], what: str) -> Batch:
         """Columns in model order (lists, or arrays from tensors) through the typed checks."""
         return self._typed(columns, what)
 
-    def _typed(self, columns: Sequence[Sequence[Any]], what: str) -> Batch:
+    def _typed(self, columns: Sequence[Any], what: str) -> Batch:
         """One array per column, each built with its declared dtype, or a 400 naming the
         column and row; a float64 matrix when every column is numeric."""
         arrays: list[npt.NDArray[Any]] = []

@@ -37,10 +37,7 @@ def load_raw(params: DataParams) -> pd.DataFrame:
         return _builtin(params.source.removeprefix("builtin:"), target=params.target)
     path = Path(params.source)
     try:
-        if path.suffix.lower() == ".csv":
-            frame = pd.read_csv(path)
-        else:
-            frame = pd.read_parquet(path)
+        frame = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise DataValidationError(
             f"{params.source} is empty (no header, no rows): write a header line and the data "

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from serving.card import ModelCard
+from serving.card import Feature, ModelCard
 from serving.codec import decode_json, dumps
 from serving.errors import ServingError
 from serving.schema import Batch, InputSchema
@@ -42,6 +42,7 @@ __all__ = [
     "model_metadata",
     "outputs_of",
     "parse_infer",
+    "request_tensors",
 ]
 
 OUTPUTS = ("label", "probabilities")
@@ -143,8 +144,9 @@ def _tensor(
             f"{where} ({name!r}).shape {shape} must have 1 or 2 dimensions ([n] or [n, k])"
         )
     text = datatype == "BYTES" and lenient
-    known = isinstance(datatype, str) and datatype in _DTYPES and datatype != "BOOL"
-    if not text and not known:
+    if not text and (
+        not isinstance(datatype, str) or datatype not in _DTYPES or datatype == "BOOL"
+    ):
         raise ServingError.invalid(
             f"{where} ({name!r}).datatype {datatype!r} is not a type this model takes "
             f"({', '.join(d for d in _DTYPES if d != 'BOOL')}"
@@ -155,6 +157,7 @@ def _tensor(
     nbytes = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
     if text:
         return _text_tensor(tensor, where, shape, size, nbytes, binary, offset)
+    assert isinstance(datatype, str)
     if nbytes is not None:
         dtype = np.dtype(_DTYPES[datatype])
         if (
@@ -414,3 +417,26 @@ def model_metadata(card: ModelCard, *, runtime: str, probability_datatype: str) 
             "classes": list(card.classes),
         },
     }
+
+
+def request_tensors(
+    features: tuple[Feature, ...], records: list[dict[str, Any]], *, per_column: bool = False
+) -> list[dict[str, Any]]:
+    """The ``inputs`` of an infer request for ``records`` (``{column: value}``, ``None`` where
+    missing), as a client of this model sends them: one FP64 ``[n, k]`` tensor for a numeric
+    model without nulls, else (or with ``per_column``) one tensor per column, ``BYTES`` for text.
+    Used by the smoke check and the contract tests, so they speak what this module parses."""
+    typed = any(f.categorical or f.nullable for f in features)
+    if not typed and not per_column:
+        data = [record[f.name] for record in records for f in features]
+        return [{"name": "input", "shape": [len(records), len(features)], "datatype": "FP64",
+                 "data": data}]  # fmt: skip
+    return [
+        {
+            "name": f.name,
+            "shape": [len(records)],
+            "datatype": "BYTES" if f.categorical else "FP64",
+            "data": [record[f.name] for record in records],
+        }
+        for f in features
+    ]

@@ -96,10 +96,15 @@ def build_model_dir(root: Path, *, onnx: bool = True, golden_rows: int = 60) -> 
         "model_type": "logistic_regression",
         "target": "target",
         "features": [
-            {"name": name, "dtype": "float64", "kind": "numeric", "nullable": False,
-             "categories": None}
+            {
+                "name": name,
+                "dtype": "float64",
+                "kind": "numeric",
+                "nullable": False,
+                "categories": None,
+            }
             for name in features
-        ],  # fmt: skip
+        ],
         "classes": classes,
         "git_commit": "unknown",
         "data_hash": "d41d8cd98f00b204e9800998ecf8427e.dir",
