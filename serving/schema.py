@@ -439,7 +439,8 @@ class InputSchema:
 
 
 def _kind(value: Any) -> str:
-    names = {bool: "boolean", str: "string", list: "list", dict: "object", type(None): "null"}
+    names = {bool: "boolean", str: "string", list: "list", dict: "object", type(None): "null",
+             int: "number", float: "number"}  # fmt: skip
     return names.get(type(value), type(value).__name__)
 
 
