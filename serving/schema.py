@@ -53,9 +53,6 @@ class Columns:
     def __len__(self) -> int:
         return self.n
 
-    def head(self, n: int) -> Columns:
-        return Columns(tuple(a[:n] for a in self.arrays), min(n, self.n))
-
 
 #: What the runtimes take: a float64 matrix (numeric models) or typed columns.
 Batch = Matrix | Columns

@@ -218,7 +218,14 @@ def fit(model: Any, features: pd.DataFrame, target: pd.Series, *, task: str) -> 
     the other task is a ConfigError (the serving contract needs both)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Found unknown categories")
-        model.fit(model_input(features), target)
+        try:
+            model.fit(model_input(features), target)
+        except (ValueError, TypeError) as exc:  # the estimator refused these columns
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"fitting {type(model).__name__} failed: {first[:300]} (text columns reach the "
+                "model as strings, missing values as NaN or ''; see README 'Your own estimator')"
+            ) from None
     if task == "classification" and not callable(getattr(model, "predict_proba", None)):
         raise ConfigError(
             f"the classifier {type(model).__name__} has no predict_proba(): the served model "

@@ -258,3 +258,21 @@ def test_model_custom_without_a_factory_is_a_config_error(
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"train\.custom is missing"):
         load_params(path)
+
+
+def test_an_estimator_that_cannot_take_text_columns_fails_train_with_one_line() -> None:
+    params = TrainParams.model_validate(
+        {"model": "custom", "experiment": "e", "registered_model_name": "m",
+         "custom": {"factory": "sklearn.ensemble:RandomForestClassifier",
+                    "params": {"n_estimators": 5}}}
+    )  # fmt: skip
+    frame = penguins().drop(columns=["year"]).dropna()
+    for column in ("island", "sex", "species"):
+        frame[column] = data.as_text(frame[column])
+    x, y = frame.drop(columns=["species"]), frame["species"]
+    model = training.build(params, seed=1, task="classification", columns=training.columns_of(x))
+    with pytest.raises(ConfigError) as caught:
+        training.fit(model, x, y, task="classification")
+    message = str(caught.value)
+    assert message.startswith("fitting RandomForestClassifier failed:") and "\n" not in message
+    assert "'Biscoe'" in message or "string" in message
