@@ -6,8 +6,9 @@ stops `prepare` with one line naming the column, and nothing downstream runs.
 
 Each example's repro is shared by its tests and its image gets the contract suite once. Its
 contract budgets are lighter than the default example's (fewer fuzz cases and latency requests,
-a latency budget that only catches a pathology): the full budgets run against the default image
-in test_containerize.py, and a latency figure on this shared 2-core machine measures neighbours.
+time budgets that only catch a pathology): the full budgets run against the default image in
+test_containerize.py, and a time measured on this shared 2-core machine measures neighbours
+(under a load average of 15-20, a scikit-learn-served image took 20-80 s to import and load).
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 
 RUN_ID = uuid.uuid4().hex[:8]
 IMAGE_NAME = f"test-real-data-{RUN_ID}"
-LIGHT_CONTRACT = {"fuzz_cases": 120, "latency_requests": 20, "latency_p95_ms": 500}
+LIGHT_CONTRACT = {
+    "fuzz_cases": 120,
+    "latency_requests": 20,
+    "latency_p95_ms": 500,
+    "time_to_ready_s": 180,
+}
 
 
 def set_params(work: Path, **sections: dict[str, Any]) -> None:
@@ -68,7 +74,8 @@ def _project(
     template_root: Path, target: Path, *, name: str, **sections: dict[str, Any]
 ) -> tuple[Path, float]:
     work = copy_template(template_root, target)
-    set_params(work, image={"name": f"{IMAGE_NAME}-{name}"}, contract=LIGHT_CONTRACT, **sections)
+    image = {"name": f"{IMAGE_NAME}-{name}", "smoke_timeout_s": 300}
+    set_params(work, image=image, contract=LIGHT_CONTRACT, **sections)
     run(work, "git", "-c", "user.email=t@e", "-c", "user.name=t", "commit", "-qam", name)
     started = time.monotonic()
     dvc(work, "repro")
