@@ -97,8 +97,8 @@ test-unit: install ## run the fast unit tests only
 WORKFLOWS := $(wildcard .github/workflows/*.yml)
 .PHONY: lint
 lint: install ## ruff + mypy --strict (pipeline/ serving/ tools/), hadolint, actionlint + schema (workflows)
-	$(BIN)/ruff check pipeline serving tools tests conftest.py
-	$(BIN)/ruff format --check pipeline serving tools tests conftest.py
+	$(BIN)/ruff check pipeline serving estimators tools tests conftest.py
+	$(BIN)/ruff format --check pipeline serving estimators tools tests conftest.py
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	$(if $(WORKFLOWS),$(BIN)/actionlint $(WORKFLOWS))

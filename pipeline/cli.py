@@ -130,16 +130,37 @@ def wheels() -> None:
 @app.command("suggest-expectations")
 def suggest_expectations(
     output: Annotated[Path, typer.Option(help="where to write the suite")],
+    force: Annotated[bool, typer.Option(help="overwrite an existing suite")] = False,
     params_file: ParamsFile = Path("params.yaml"),
 ) -> None:
-    """Write a starter Great Expectations suite from the configured data (review, then commit)."""
+    """Write a starter Great Expectations suite from the configured data (review, then commit).
+
+    It passes on the data it came from; the table shows what it inferred per column."""
+    from rich.table import Table
+
     from pipeline.ml import data, data_checks
 
-    params = _run(lambda: config.load_params(params_file))
+    if output.exists() and not force:
+        _run(lambda: _refuse(output))
+    params = _run(lambda: config.load_params(params_file, suite_optional=True))
     raw = _run(lambda: data.load_raw(params.data))
-    suite = data_checks.suggest_suite(raw, target=params.data.target, name=output.stem)
+    suite, inferred = data_checks.suggest_suite(raw, target=params.data.target, name=output.stem)
+    table = Table(title=f"{params.data.source}: {len(raw)} rows")
+    for column in ("column", "kind", "missing", "expected"):
+        table.add_column(column)
+    for row in inferred:
+        table.add_row(row.column, row.kind, row.nulls, "; ".join(row.checks) or "-")
+    out.print(table)
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(data_checks.render_suite(suite))
-    out.print(f"wrote {len(suite['expectations'])} expectations to {output}")
+    out.print(
+        f"wrote {len(suite['expectations'])} expectations to {output}: review it, then set "
+        f"data.expectations: {output} in params.yaml"
+    )
+
+
+def _refuse(output: Path) -> None:
+    raise ConfigError(f"{output} exists: pass --force to overwrite it (then review the diff)")
 
 
 @app.command()

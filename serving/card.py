@@ -17,8 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import orjson
 
 from serving.errors import ModelLoadError
@@ -26,7 +24,6 @@ from serving.errors import ModelLoadError
 __all__ = [
     "CARD_FILE",
     "Feature",
-    "Golden",
     "GoldenRow",
     "GoldenSet",
     "ModelCard",
@@ -39,19 +36,34 @@ __all__ = [
 ]
 
 CARD_FILE = "model.json"
-#: Feature dtypes the card may declare; every one is served as float64 columns.
+#: dtypes a numeric feature may declare; every one is served as a float64 column.
 NUMERIC_DTYPES = frozenset({"float64", "float32", "int64", "int32", "int16", "int8"})
-Label = int | str
+#: the dtype of a categorical feature: served as text, one-hot encoded (or as the model wants)
+TEXT_DTYPE = "string"
+KINDS = ("numeric", "categorical")
+TASKS = ("classification", "regression")
+Label = int | str | float
 
 
 @dataclass(frozen=True)
 class Feature:
+    """One input column. ``nullable``: nulls were seen in training and the model handles them,
+    so serving accepts a null there; ``categories``: the values seen in training (categorical
+    columns; others are accepted and ignored by the model)."""
+
     name: str
     dtype: str
+    kind: str = "numeric"
+    nullable: bool = False
+    categories: tuple[str, ...] | None = None
 
     @property
     def integer(self) -> bool:
         return self.dtype.startswith("int")
+
+    @property
+    def categorical(self) -> bool:
+        return self.kind == "categorical"
 
 
 @dataclass(frozen=True)
@@ -75,11 +87,17 @@ class ModelCard:
     model_type: str
     target: str
     features: tuple[Feature, ...]
+    #: class labels in the model's order (classification); empty for regression
     classes: tuple[Label, ...]
     git_commit: str
     data_hash: str
     library_versions: dict[str, str]
     created: str
+    task: str = "classification"
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -93,6 +111,9 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class GoldenRow:
+    """One request row (``None`` where a value is missing) and the validated answer: the class
+    and its probabilities, or for regression the predicted value and no probabilities."""
+
     inputs: dict[str, Any]
     label: Label
     probabilities: tuple[float, ...]
@@ -106,24 +127,14 @@ class GoldenSet:
     classes: tuple[Label, ...]
     rows: tuple[GoldenRow, ...]
 
-    def matrix(self, card: ModelCard) -> Golden:
-        """The rows as a float64 matrix in the card's feature order, with the answers."""
-        return _golden_matrix(self, card)
-
-
-@dataclass(frozen=True)
-class Golden:
-    """Golden rows as a matrix ordered like the card's features, with the validated answers."""
-
-    x: npt.NDArray[np.float64]
-    labels: tuple[Label, ...]
-    probabilities: npt.NDArray[np.float64]
-
 
 def write_card(card: ModelCard, path: Path) -> Path:
     """``model.json``: every key always present (``onnx`` may be null)."""
     data = asdict(card)
-    data["features"] = [asdict(f) for f in card.features]
+    data["features"] = [
+        {**asdict(f), "categories": None if f.categories is None else list(f.categories)}
+        for f in card.features
+    ]
     data["classes"] = list(card.classes)
     return _write_json(data, path)
 
@@ -186,20 +197,19 @@ def read_card(path: Path) -> ModelCard:
     for i, item in enumerate(features):
         if not isinstance(item, dict):
             raise ModelLoadError(f"{where}: features[{i}] must be an object")
-        name = _get(item, "name", str, f"{where} features[{i}]")
-        dtype = _get(item, "dtype", str, f"{where} features[{i}]")
-        if dtype not in NUMERIC_DTYPES:
-            raise ModelLoadError(
-                f"{where}: feature {name!r} has dtype {dtype!r}; serving handles "
-                f"{', '.join(sorted(NUMERIC_DTYPES))}"
-            )
-        parsed.append(Feature(name=name, dtype=dtype))
+        parsed.append(_feature(item, f"{where} features[{i}]"))
     names = [feature.name for feature in parsed]
     if len(set(names)) != len(names):
         raise ModelLoadError(f"{where}: feature names repeat")
+    task = raw.get("task", "classification")  # cards written before regression existed
+    if task not in TASKS:
+        raise ModelLoadError(f"{where}: 'task' must be one of {list(TASKS)}, got {task!r}")
     classes = _get(raw, "classes", list, where)
-    if not classes or not all(
-        isinstance(c, int | str) and not isinstance(c, bool) for c in classes
+    if task == "regression" and classes:
+        raise ModelLoadError(f"{where}: a regression model has no 'classes' (got {classes})")
+    if task == "classification" and (
+        not classes
+        or not all(isinstance(c, int | str) and not isinstance(c, bool) for c in classes)
     ):
         raise ModelLoadError(f"{where}: 'classes' must be a non-empty list of ints or strings")
     onnx_raw = raw.get("onnx", ...)
@@ -231,6 +241,40 @@ def read_card(path: Path) -> ModelCard:
         data_hash=_get(raw, "data_hash", str, where),
         library_versions={str(k): str(v) for k, v in versions.items()},
         created=_get(raw, "created", str, where),
+        task=task,
+    )
+
+
+def _feature(item: dict[str, Any], where: str) -> Feature:
+    name = _get(item, "name", str, where)
+    dtype = _get(item, "dtype", str, where)
+    kind = item.get("kind", "numeric")  # cards written before categorical columns existed
+    nullable = item.get("nullable", False)
+    if kind not in KINDS or not isinstance(nullable, bool):
+        raise ModelLoadError(
+            f"{where} ({name!r}): 'kind' must be one of {list(KINDS)} and 'nullable' a boolean"
+        )
+    categories = item.get("categories")
+    if kind == "numeric":
+        if dtype not in NUMERIC_DTYPES:
+            raise ModelLoadError(
+                f"{where}: feature {name!r} has dtype {dtype!r}; serving handles "
+                f"{', '.join(sorted(NUMERIC_DTYPES))} (or kind 'categorical', dtype "
+                f"{TEXT_DTYPE!r})"
+            )
+        if categories is not None:
+            raise ModelLoadError(f"{where}: numeric feature {name!r} cannot list categories")
+        return Feature(name=name, dtype=dtype, nullable=nullable)
+    if dtype != TEXT_DTYPE:
+        raise ModelLoadError(
+            f"{where}: categorical feature {name!r} must have dtype {TEXT_DTYPE!r}, not {dtype!r}"
+        )
+    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+        raise ModelLoadError(
+            f"{where}: categorical feature {name!r} needs 'categories', a list of strings"
+        )
+    return Feature(
+        name=name, dtype=dtype, kind=kind, nullable=nullable, categories=tuple(categories)
     )
 
 
@@ -253,7 +297,7 @@ def read_golden(path: Path) -> GoldenSet:
         parsed = tuple(
             GoldenRow(
                 inputs=dict(row["inputs"]),
-                label=row["label"],
+                label=_label(row["label"]),
                 probabilities=tuple(float(p) for p in row["probabilities"]),
             )
             for row in rows
@@ -267,29 +311,6 @@ def read_golden(path: Path) -> GoldenSet:
         raise ModelLoadError(f"{path}: missing key {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path}: not a golden set ({exc})") from None
-
-
-def _golden_matrix(golden: GoldenSet, card: ModelCard) -> Golden:
-    names = card.feature_names
-    try:
-        x = np.array(
-            [[row.inputs[name] for name in names] for row in golden.rows], dtype=np.float64
-        )
-    except KeyError as exc:
-        raise ModelLoadError(
-            f"golden.json: a row lacks {exc} (features must match model.json)"
-        ) from None
-    except (TypeError, ValueError) as exc:
-        raise ModelLoadError(
-            f"golden.json: rows are not numeric as model.json declares: {exc}"
-        ) from None
-    probabilities = np.array([row.probabilities for row in golden.rows], dtype=np.float64)
-    if probabilities.shape != (len(golden.rows), len(card.classes)):
-        raise ModelLoadError(
-            f"golden.json: probabilities have shape {probabilities.shape}, expected "
-            f"({len(golden.rows)}, {len(card.classes)}) for classes {list(card.classes)}"
-        )
-    return Golden(x=x, labels=tuple(r.label for r in golden.rows), probabilities=probabilities)
 
 
 def read_holdout(path: Path | None, model_dir: Path) -> dict[str, float] | None:
@@ -306,6 +327,12 @@ def read_holdout(path: Path | None, model_dir: Path) -> dict[str, float] | None:
                 raise ModelLoadError(f"{candidate}: holdout metrics must be a JSON object")
             return {str(k): float(v) for k, v in raw.items() if _is_number(v)}
     return None
+
+
+def _label(value: Any) -> Label:
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"label {value!r} is not a number or a string")
 
 
 def _is_number(value: object) -> bool:

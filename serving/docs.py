@@ -24,6 +24,11 @@ def docs_page(card: ModelCard, *, example: dict[str, Any]) -> bytes:
         f"-d '{dumps(example).decode()}'"
     )
     title = html.escape(f"{card.model_name} v{card.model_version}")
+    answers = (
+        "A regressor: predicted values"
+        if card.regression
+        else f"Classes: <code>{html.escape(str(list(card.classes)))}</code>"
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
@@ -33,7 +38,7 @@ def docs_page(card: ModelCard, *, example: dict[str, Any]) -> bytes:
 <h1>{title}</h1>
 <p>Machine-readable contract: <a href="/openapi.json">/openapi.json</a>.
 Columns: <code>{html.escape(str(list(card.feature_names)))}</code>.
-Classes: <code>{html.escape(str(list(card.classes)))}</code>.</p>
+{answers}.</p>
 <table border="1" cellpadding="4"><tr><th>method</th><th>path</th><th>what</th></tr>{rows}</table>
 <h2>Example</h2><pre style="white-space:pre-wrap">{html.escape(call)}</pre>
 <p>Answer: <code>{{"predictions": [...]}}</code>; errors:

@@ -21,7 +21,7 @@ from serving.metrics import Metrics
 from serving.openapi import openapi_document
 from serving.protocols import oip
 from serving.protocols.mlflow import parse_invocation, predictions
-from serving.schema import InputSchema
+from serving.schema import Batch, Columns, InputSchema
 from serving.settings import Settings
 
 __all__ = ["Handler", "Handlers", "Request", "Response", "Served", "prepare"]
@@ -75,7 +75,10 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
     facts.pop("features")
     metadata = {
         **facts,
-        "input_schema": [{"name": f.name, "dtype": f.dtype} for f in card.features],
+        "input_schema": [
+            {**asdict(f), "categories": None if f.categories is None else list(f.categories)}
+            for f in card.features
+        ],
         "holdout_metrics": loaded.holdout_metrics,
         "runtime": {
             "name": runtime.name,
@@ -90,9 +93,8 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
     document = openapi_document(
         card, max_rows=settings.max_rows, probability_datatype=runtime.probability_datatype
     )
-    example = {
-        "dataframe_split": {"columns": list(card.feature_names), "data": [[0.0] * schema.width]}
-    }
+    first = [(f.categories or ("",))[0] if f.categorical else 0.0 for f in card.features]
+    example = {"dataframe_split": {"columns": list(card.feature_names), "data": [first]}}
     metrics.set_model(
         {
             "model_name": card.model_name,
@@ -140,13 +142,20 @@ class Handlers:
         served = self._served()
         x = parse_invocation(request.body, request.content_type, served.schema)
         labels = served.loaded.runtime.predict(x)
-        self.metrics.observe_predictions(labels.tolist())
+        self._observe(served, x, labels)
         served.exposures.record(request.request_id, request.headers, labels)
         return Response(200, predictions(labels))
 
     def feedback(self, request: Request) -> Response:
         accepted = self._served().exposures.feedback(request.body, request.content_type)
         return Response(200, dumps({"accepted": accepted}))
+
+    def _observe(self, served: Served, x: Batch, labels: Any) -> None:
+        if isinstance(x, Columns) and x.unknown:
+            self.metrics.observe_unknown(x.unknown)
+        self.metrics.observe_predictions(
+            labels.tolist(), by_class=not served.loaded.card.regression
+        )
 
     def ping(self, request: Request) -> Response:
         self._served()
@@ -198,7 +207,10 @@ class Handlers:
     def infer(self, request: Request) -> Response:
         served = self._model(request)
         parsed = oip.parse_infer(
-            request.body, header_length=request.header_length, schema=served.schema
+            request.body,
+            header_length=request.header_length,
+            schema=served.schema,
+            outputs=oip.outputs_of(served.loaded.card),
         )
         runtime = served.loaded.runtime
         if "probabilities" in parsed.outputs:
@@ -206,7 +218,7 @@ class Handlers:
         else:
             labels = runtime.predict(parsed.x)
             probabilities = labels[:0]
-        self.metrics.observe_predictions(labels.tolist())
+        self._observe(served, parsed.x, labels)
         served.exposures.record(request.request_id, request.headers, labels)
         body = oip.infer_response(
             card=served.loaded.card,

@@ -6,8 +6,9 @@ Readiness means all of this succeeded, in order:
 2. ``model.pkl`` hashes to the card's ``sha256`` (and ``model.onnx`` to ``onnx.sha256``);
 3. the runtime loads (``SERVING_RUNTIME``: ``auto`` tries ONNX, then falls back to
    scikit-learn, logging why; ``onnx``/``sklearn`` insist);
-4. on every golden row the runtime returns exactly the validated label and probabilities within
-   its declared tolerance;
+4. on every golden row (converted exactly as a request is: :mod:`serving.schema`) the runtime
+   returns exactly the validated label and probabilities within its declared tolerance (a
+   regressor: its value within the declared relative tolerance);
 5. one warm-up prediction succeeds.
 
 A tampered file is never "fallen back" from: a hash mismatch is fatal in every mode.
@@ -24,10 +25,12 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from serving.card import (
     CARD_FILE,
-    Golden,
+    GoldenSet,
+    Label,
     ModelCard,
     find_golden,
     read_bytes_verified,
@@ -35,14 +38,43 @@ from serving.card import (
     read_golden,
     read_holdout,
 )
-from serving.errors import ModelLoadError
-from serving.runtime import OnnxRuntime, Runtime, SklearnRuntime
+from serving.errors import ModelLoadError, ServingError
+from serving.runtime import OnnxRuntime, Runtime, SklearnRuntime, regression_error
+from serving.schema import Batch, InputSchema
 from serving.settings import Settings
 
 __all__ = ["LoadedModel", "ModelState", "load_model"]
 
 _log = logging.getLogger("serving")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Golden:
+    """Golden rows as the runtimes take them, with the validated answers."""
+
+    x: Batch
+    labels: tuple[Label, ...]
+    probabilities: npt.NDArray[np.float64]
+
+
+def golden_batch(golden: GoldenSet, card: ModelCard) -> Golden:
+    """The golden rows through the request converter (so a null or a category is read exactly
+    as a client's would be), with their answers checked against the card's shape."""
+    schema = InputSchema(card.features, max_rows=max(1, len(golden.rows)))
+    try:
+        x = schema.from_records([r.inputs for r in golden.rows], "golden.json", check_booleans=True)
+    except ServingError as exc:
+        raise ModelLoadError(f"golden.json does not fit model.json: {exc.message}") from None
+    width = 0 if card.regression else len(card.classes)
+    probabilities = np.array([row.probabilities for row in golden.rows], dtype=np.float64)
+    probabilities = probabilities.reshape(len(golden.rows), -1)
+    if probabilities.shape != (len(golden.rows), width):
+        raise ModelLoadError(
+            f"golden.json: probabilities have shape {probabilities.shape}, expected "
+            f"({len(golden.rows)}, {width}) for classes {list(card.classes)}"
+        )
+    return Golden(x=x, labels=tuple(r.label for r in golden.rows), probabilities=probabilities)
 
 
 @dataclass(frozen=True)
@@ -60,12 +92,11 @@ def load_model(model_dir: Path, *, settings: Settings) -> LoadedModel:
     card = read_card(model_dir / CARD_FILE)
     model_bytes = read_bytes_verified(model_dir / card.model_file, sha256=card.sha256)
     golden_file = find_golden(settings.golden, model_dir)
-    golden = None if golden_file is None else read_golden(golden_file).matrix(card)
+    golden = None if golden_file is None else golden_batch(read_golden(golden_file), card)
     if golden is None:
         _log.warning("no golden.json for %s: serving without the golden-set check", model_dir)
     runtime, diff = _choose_runtime(model_dir, card, model_bytes, golden, settings=settings)
-    warm_up = golden.x[:1] if golden is not None else np.zeros((1, len(card.features)))
-    runtime.predict_with_probabilities(warm_up)
+    runtime.predict_with_probabilities(golden.x if golden is not None else _warm_up_row(card))
     loaded = LoadedModel(
         card=card,
         runtime=runtime,
@@ -94,6 +125,8 @@ def _choose_runtime(
     settings: Settings,
 ) -> tuple[Runtime, float | None]:
     names = card.feature_names
+    mixed = any(f.categorical for f in card.features)
+    text_columns = tuple(f.categorical for f in card.features) if mixed else None
     if settings.runtime != "sklearn":
         if card.onnx is None:
             if settings.runtime == "onnx":
@@ -102,14 +135,21 @@ def _choose_runtime(
         else:
             onnx_bytes = read_bytes_verified(model_dir / card.onnx.file, sha256=card.onnx.sha256)
             try:
-                onnx = OnnxRuntime(onnx_bytes, feature_names=names)
+                onnx = OnnxRuntime(onnx_bytes, feature_names=names, text_columns=text_columns)
                 return onnx, _check_golden(onnx, card, golden)
             except ModelLoadError as exc:
                 if settings.runtime == "onnx":
                     raise
                 _log.warning("ONNX runtime rejected (%s): falling back to scikit-learn", exc)
-    sklearn = SklearnRuntime(model_bytes, feature_names=names)
+    sklearn = SklearnRuntime(model_bytes, feature_names=names, regression=card.regression)
     return sklearn, _check_golden(sklearn, card, golden)
+
+
+def _warm_up_row(card: ModelCard) -> Batch:
+    row = {f.name: (f.categories or ("",))[0] if f.categorical else 0 for f in card.features}
+    return InputSchema(card.features, max_rows=1).from_records(
+        [row], "warm-up row", check_booleans=False
+    )
 
 
 def _check_golden(runtime: Runtime, card: ModelCard, golden: Golden | None) -> float | None:
@@ -122,6 +162,14 @@ def _check_golden(runtime: Runtime, card: ModelCard, golden: Golden | None) -> f
             )
         return None
     labels, probabilities = runtime.predict_with_probabilities(golden.x)
+    if card.regression:
+        error = regression_error(labels, np.asarray(golden.labels, dtype=np.float64))
+        if not error <= runtime.tolerance:
+            raise ModelLoadError(
+                f"{runtime.name} runtime predictions differ from golden.json by {error:g} "
+                f"(relative), above its declared tolerance {runtime.tolerance:g}"
+            )
+        return error
     got = labels.tolist()
     wrong = [i for i, (a, b) in enumerate(zip(got, golden.labels, strict=True)) if a != b]
     if wrong:

@@ -6,6 +6,9 @@ name                                     type       labels
 ``serving_requests_total``               counter    ``route`` (template), ``method``, ``status``
 ``serving_request_duration_seconds``     histogram  ``route``
 ``serving_predictions_total``            counter    ``class``: one per predicted row
+                                                    (a regressor: ``class="value"``)
+``serving_unknown_categories_total``     counter    ``column``: values a categorical column
+                                                    never saw in training (served, ignored)
 ``serving_rows_per_request``             histogram  -
 ``serving_model_info``                   info       name, version, run id, runtime, git commit
 ``serving_ready``                        gauge      1 once the model is verified and warm
@@ -72,6 +75,12 @@ class Metrics:
             ["class", *arm],
             registry=self.registry,
         )
+        self._unknown = Counter(
+            "serving_unknown_categories_total",
+            "Values of categorical columns never seen in training: served, the model ignores them.",
+            ["column"],
+            registry=self.registry,
+        )
         self._rows = Histogram(
             "serving_rows_per_request",
             "Rows in each successful prediction request.",
@@ -96,8 +105,14 @@ class Metrics:
             latency = self._latency_children[route] = self._latency.labels(route, *self._arm)
         latency.observe(seconds)
 
-    def observe_predictions(self, labels: list[Any]) -> None:
+    def observe_unknown(self, unknown: tuple[tuple[str, int], ...]) -> None:
+        for column, count in unknown:
+            self._unknown.labels(column).inc(count)
+
+    def observe_predictions(self, labels: list[Any], *, by_class: bool = True) -> None:
         self._rows.observe(len(labels))
+        if not by_class:  # a regressor's values would make one series per value
+            labels = ["value"] * len(labels)
         counts = {labels[0]: 1} if len(labels) == 1 else Tally(labels)
         for label, count in counts.items():
             child = self._class_children.get(label)

@@ -1,17 +1,20 @@
 """``GET /openapi.json``, generated from the model card's real schema.
 
 Feature names and types come from ``model.json``, so a generated client (or schemathesis)
-sees the columns the model takes, not "any object".
+sees the columns the model takes, not "any object": numbers, or strings with the categories
+seen in training as an ``enum`` (other values are served and ignored by the model), and
+``nullable`` where the model takes a missing value.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from serving.card import ModelCard
+from serving.card import Feature, ModelCard
 from serving.experiment import feedback_schemas
 from serving.protocols.oip import label_datatype
 from serving.routes import ROUTES
+from serving.schema import MAX_TEXT_LENGTH
 
 __all__ = ["openapi_document"]
 
@@ -35,18 +38,46 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _ok(reasons[s], {"$ref": _REF + "Error"}) for s in statuses}
 
 
+def column_schema(feature: Feature) -> dict[str, Any]:
+    """One column's JSON schema: its kind, the categories seen in training, nullability."""
+    schema: dict[str, Any]
+    if feature.categorical:
+        schema = {
+            "type": "string",
+            "maxLength": MAX_TEXT_LENGTH,
+            "enum": list(feature.categories or ()),
+            "description": "a category seen in training; other values are served and ignored "
+            "by the model (counted in /metrics)",
+        }
+    elif feature.integer:
+        schema = {"type": "integer"}
+    else:
+        schema = {"type": "number", "format": "double"}
+    if feature.nullable:
+        schema["nullable"] = True
+        if "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
+    return schema
+
+
 def openapi_document(
     card: ModelCard, *, max_rows: int, probability_datatype: str
 ) -> dict[str, Any]:
     names = list(card.feature_names)
     width = len(names)
     number = {"type": "number", "format": "double"}
-    props = {f.name: ({"type": "integer"} if f.integer else number) for f in card.features}
-    label_type = "integer" if label_datatype(card) == "INT64" else "string"
-    label: dict[str, Any] = {"type": label_type, "enum": list(card.classes)}
+    props = {f.name: column_schema(f) for f in card.features}
+    label: dict[str, Any]
+    if card.regression:
+        label = number
+    else:
+        label_type = "integer" if label_datatype(card) == "INT64" else "string"
+        label = {"type": label_type, "enum": list(card.classes)}
+    typed = any(f.categorical or f.nullable for f in card.features)
     row = {
         "type": "array",
-        "items": number,
+        # OpenAPI 3.0 has no per-position item schemas: a typed row takes any column's type
+        "items": {"anyOf": [column_schema(f) for f in card.features]} if typed else number,
         "minItems": width,
         "maxItems": width,
         "description": f"values in this column order: {names}",
@@ -72,7 +103,10 @@ def openapi_document(
                 "items": {"type": "integer", "minimum": 0},
                 "example": [1, width],
             },
-            "datatype": {"type": "string", "enum": ["FP64", "FP32", "FP16", "INT64", "INT32"]},
+            "datatype": {
+                "type": "string",
+                "enum": ["FP64", "FP32", "FP16", "INT64", "INT32"] + (["BYTES"] if typed else []),
+            },
             "data": {"type": "array", "items": {}},
         },
     }
@@ -136,7 +170,12 @@ def openapi_document(
                         "type": "object",
                         "required": ["name"],
                         "properties": {
-                            "name": {"type": "string", "enum": ["label", "probabilities"]}
+                            "name": {
+                                "type": "string",
+                                "enum": ["prediction"]
+                                if card.regression
+                                else ["label", "probabilities"],
+                            }
                         },
                     },
                 },
@@ -154,7 +193,8 @@ def openapi_document(
         },
     }
     schemas.update(feedback_schemas(label))
-    csv_example = ",".join(f'"{n}"' for n in names) + "\n" + ",".join(["0"] * width)
+    first = [(f.categories or ("",))[0] if f.categorical else "0" for f in card.features]
+    csv_example = ",".join(f'"{n}"' for n in names) + "\n" + ",".join(first)
     name_parameter = {
         "name": "name",
         "in": "path",
@@ -185,7 +225,11 @@ def openapi_document(
         "info": {
             "title": f"{card.model_name} prediction service",
             "version": card.model_version,
-            "description": f"Labels {list(card.classes)}; probabilities {probability_datatype}.",
+            "description": (
+                "A regressor: predicted values (FP64)."
+                if card.regression
+                else f"Labels {list(card.classes)}; probabilities {probability_datatype}."
+            ),
         },
         "paths": paths,
         "components": {"schemas": schemas},

@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 
 TEMPLATE_FILES = [
-    "pipeline", "serving", "tools", "expectations", "data/raw", "requirements", "scripts", "tests",
+    "pipeline", "serving", "estimators", "tools", "expectations", "data/raw", "requirements",
+    "scripts", "tests",
     "dvc.yaml", "params.yaml", "Dockerfile", ".dockerignore", "Makefile", ".dvcignore",
     ".gitignore", "pyproject.toml", "conftest.py",
 ]  # fmt: skip

@@ -17,7 +17,8 @@ from typing import Any
 from pipeline.errors import ImageError
 from pipeline.image.engine import Container, Engine
 from serving.card import GoldenRow, GoldenSet, ModelCard
-from serving.runtime import declared_tolerance
+from serving.protocols.oip import request_tensors
+from serving.runtime import declared_tolerance, regression_error
 
 log = logging.getLogger("pipeline")
 PORT = 8080
@@ -78,12 +79,27 @@ def _golden_request(
     runtime = str(_ok(f"{url}/metadata")["runtime"]["name"])
     if runtime != card.runtime:
         raise SmokeFailed(f"serves with {runtime}, but the image promises {card.runtime}")
-    tolerance = declared_tolerance(runtime, tighter=tighter)
+    tolerance = declared_tolerance(runtime, tighter=tighter, task=card.task)
     labels = _ok(f"{url}/invocations", {"dataframe_records": [row.inputs]})["predictions"]
-    values = [row.inputs[name] for name in card.feature_names]
-    tensor = {"name": "input", "shape": [1, len(values)], "datatype": "FP64", "data": values}
-    infer = _ok(f"{url}/v2/models/{card.model_name}/infer", {"inputs": [tensor]})
+    tensors = request_tensors(card.features, [row.inputs])
+    infer = _ok(f"{url}/v2/models/{card.model_name}/infer", {"inputs": tensors})
     outputs = {o["name"]: o["data"] for o in infer["outputs"]}
+    if card.regression:
+        diff = max(
+            regression_error(labels, [row.label]),
+            regression_error(outputs.get("prediction", [float("nan")]), [row.label]),
+        )
+        if not diff <= tolerance:
+            raise SmokeFailed(
+                f"predictions {labels} and {outputs.get('prediction')}, expected {row.label} "
+                f"within the {runtime} relative tolerance {tolerance:g}"
+            )
+        return {
+            "runtime": runtime,
+            "label": row.label,
+            "max_abs_diff": diff,
+            "tolerance": tolerance,
+        }
     if labels != [row.label] or outputs.get("label") != [row.label]:
         raise SmokeFailed(f"labels {labels} and {outputs.get('label')}, expected {row.label}")
     pairs = zip(outputs["probabilities"], row.probabilities, strict=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,55 +108,100 @@ def validate_raw(frame: pd.DataFrame, *, suite_path: Path, docs_dir: Path) -> in
     return len(results)
 
 
-def suggest_suite(frame: pd.DataFrame, *, target: str, name: str) -> dict[str, Any]:
-    """A starter suite from a table you trust: columns, types, no nulls, observed ranges."""
+#: A column with at most this many distinct values gets a value set in a suggested suite.
+MAX_VALUE_SET = 50
+#: How far below the observed share of non-null values a suggested `mostly` sits.
+NULL_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """What :func:`suggest_suite` inferred for one column (the CLI prints these as a table)."""
+
+    column: str
+    kind: str
+    nulls: str
+    checks: tuple[str, ...]
+
+
+def suggest_suite(
+    frame: pd.DataFrame, *, target: str, name: str
+) -> tuple[dict[str, Any], list[Inferred]]:
+    """A starter suite from a table you trust, and what it inferred per column.
+
+    It passes on ``frame`` itself: columns and row count; per column, no nulls where it has
+    none and a ``mostly`` a little below the observed share where it has some; numbers of a
+    numeric type within a generous range around what was seen; the values seen, for the target
+    (classes) and for text columns with at most :data:`MAX_VALUE_SET` distinct values."""
     expectations: list[dict[str, Any]] = [
         {
             "type": "expect_table_columns_to_match_set",
-            "kwargs": {"column_set": list(frame.columns)},
+            "kwargs": {"column_set": [str(c) for c in frame.columns]},
         },
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": len(frame) // 2}},
     ]
+    inferred: list[Inferred] = []
     for column in frame.columns:
         series = frame[column]
-        expectations.append(
-            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}}
-        )
-        if column == target:
-            values = sorted(series.dropna().unique().tolist())
+        checks: list[str] = []
+        present = float(series.notna().mean()) if len(series) else 0.0
+        if present == 1.0:
+            expectations.append(_expect("not_be_null", column))
+            nulls = "none"
+            checks.append("not null")
+        elif present > NULL_MARGIN:
+            mostly = math.floor((present - NULL_MARGIN) * 100) / 100
+            expectations.append(_expect("not_be_null", column, mostly=mostly))
+            nulls = f"{1 - present:.1%}"
+            checks.append(f"not null in >= {mostly:.0%} of rows")
+        else:
+            nulls = f"{1 - present:.1%}"
+        numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+        values = series.dropna()
+        distinct = values.unique()
+        if column == target and (not numeric or len(distinct) <= MAX_VALUE_SET):
+            value_set = sorted(_plain(v) for v in distinct)
+            expectations.append(_expect("be_in_set", column, value_set=value_set))
+            checks.append(f"in {_short(value_set)}")
+        elif numeric and len(values):
             expectations.append(
-                {
-                    "type": "expect_column_values_to_be_in_set",
-                    "kwargs": {"column": column, "value_set": values},
-                }
+                _expect(
+                    "be_in_type_list", column, type_list=["float64", "float32", "int64", "int32"]
+                )
             )
-        elif pd.api.types.is_numeric_dtype(series):
-            expectations.append(
-                {
-                    "type": "expect_column_values_to_be_in_type_list",
-                    "kwargs": {
-                        "column": column,
-                        "type_list": ["float64", "float32", "int64", "int32"],
-                    },
-                }
-            )
-            low, high = float(series.min()), float(series.max())
+            low, high = float(values.min()), float(values.max())
             margin = (high - low) * 0.5
-            expectations.append(
-                {
-                    "type": "expect_column_values_to_be_between",
-                    "kwargs": {
-                        "column": column,
-                        "min_value": round(min(0.0, low) if low >= 0 else low - margin, 6),
-                        "max_value": round(high + margin, 6),
-                    },
-                }
-            )
-    return {
+            lowest = round(min(0.0, low) if low >= 0 else low - margin, 6)
+            highest = round(high + margin, 6)
+            expectations.append(_expect("be_between", column, min_value=lowest, max_value=highest))
+            checks.append(f"number in [{lowest:g}, {highest:g}]")
+        elif not numeric and 0 < len(distinct) <= MAX_VALUE_SET:
+            value_set = sorted(str(v) for v in distinct)
+            expectations.append(_expect("be_in_set", column, value_set=value_set))
+            checks.append(f"in {_short(value_set)}")
+        elif not numeric:
+            checks.append(f"{len(distinct)} distinct values: no value set")
+        kind = "target" if column == target else "numeric" if numeric else "categorical"
+        inferred.append(Inferred(str(column), kind, nulls, tuple(checks)))
+    suite = {
         "name": name,
         "expectations": expectations,
         "meta": {"generated_by": "pipeline suggest-expectations"},
     }
+    return suite, inferred
+
+
+def _expect(what: str, column: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"type": f"expect_column_values_to_{what}", "kwargs": {"column": str(column), **kwargs}}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _short(values: list[Any]) -> str:
+    shown = ", ".join(str(v) for v in values[:5])
+    return "{" + shown + (f", ... ({len(values)} values)" if len(values) > 5 else "") + "}"
 
 
 def render_suite(suite: dict[str, Any]) -> str:

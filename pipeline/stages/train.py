@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pandas as pd
 import sklearn
 
 from pipeline import artifacts, config, console, provenance
 from pipeline.config import Params, Settings
 from pipeline.ml import data, tracking, training
-from serving.card import OnnxEntry
+from serving.card import Feature, OnnxEntry
 
 log = logging.getLogger("pipeline")
 
@@ -18,11 +19,26 @@ log = logging.getLogger("pipeline")
 def train(params: Params, settings: Settings) -> dict[str, Any]:
     split = artifacts.read_split()
     features, target = data.features_and_target(split.train, params.data.target)
-    log.info("fitting %s on %d rows", params.train.model, len(features))
-    model = training.fit(training.build(params.train, seed=params.base.seed), features, target)
-    train_metrics = {"train_accuracy": float(model.score(features, target))}
     test_x, _ = data.features_and_target(split.test, params.data.target)
-    onnx = _export_onnx(model, test_x)
+    everything = pd.concat([split.train, split.test])[params.data.target]
+    task, why = data.infer_task(everything, params.train.task)
+    columns = training.columns_of(features)
+    log.info(
+        "fitting %s for %s (%s) on %d rows: %d numeric, %d categorical column(s)",
+        params.train.model,
+        task,
+        why,
+        len(features),
+        len(columns.numeric),
+        len(columns.categorical),
+    )
+    estimator = training.build(params.train, seed=params.base.seed, task=task, columns=columns)
+    model = training.fit(estimator, features, target, task=task)
+    training.check_servable(model)
+    card_features = training.card_features(model, features)
+    score = float(model.score(training.model_input(features), target))
+    train_metrics = {"train_r2" if task == "regression" else "train_accuracy": score}
+    onnx = _export_onnx(model, _servable_rows(test_x, card_features), card_features, task)
     model_path = training.write_model(model)
     facts = {
         "git_commit": provenance.git_commit(),
@@ -35,6 +51,7 @@ def train(params: Params, settings: Settings) -> dict[str, Any]:
         registered_name=params.train.registered_model_name,
         params={
             **training.hyperparameters(params.train),
+            "task": task,
             "seed": params.base.seed,
             "data.source": params.data.source,
             "data.test_size": params.data.test_size,
@@ -46,13 +63,14 @@ def train(params: Params, settings: Settings) -> dict[str, Any]:
         },
         train_frame=split.train,
         target=params.data.target,
-        input_example=features.head(3),
+        input_example=training.model_input(features.head(3)),
         pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
     )
     card = training.model_card(
         model=model,
-        features=features,
+        features=card_features,
         target=params.data.target,
+        task=task,
         model_type=params.train.model,
         registered=registered.__dict__,
         sha256=training.sha256_file(model_path),
@@ -67,18 +85,31 @@ def train(params: Params, settings: Settings) -> dict[str, Any]:
     return {**registered.__dict__, **train_metrics}
 
 
-def _export_onnx(model: Any, sample: Any) -> OnnxEntry | None:
+def _servable_rows(frame: pd.DataFrame, features: tuple[Feature, ...]) -> pd.DataFrame:
+    """The holdout rows serving would take: none missing a value where no null is allowed."""
+    strict = [f.name for f in features if not f.nullable]
+    return frame[frame[strict].notna().all(axis=1)].reset_index(drop=True)
+
+
+def _export_onnx(
+    model: Any, sample: pd.DataFrame, features: tuple[Feature, ...], task: str
+) -> OnnxEntry | None:
     """model.onnx when skl2onnx converts the pipeline and agrees with it on the holdout rows."""
     from pipeline.ml import onnx_export
 
-    graph = onnx_export.to_onnx(model, n_features=sample.shape[1])
+    if sample.empty:
+        log.warning("ONNX export skipped: no holdout row to check it on")
+        return None
+    graph = onnx_export.to_onnx(model, features=features, task=task)
     if graph is None:
         return None
-    parity = onnx_export.check_parity(model, graph, sample.to_numpy(dtype="float64"))
+    parity = onnx_export.check_parity(model, graph, sample, features=features, task=task)
+    what = "relative |y - y_sklearn|" if task == "regression" else "|p - p_sklearn|"
     if not parity.ok:
         log.warning(
-            "ONNX export dropped: max |p - p_sklearn| = %.2g > %.0g or labels differ "
-            "on rows %s; serving will use scikit-learn",
+            "ONNX export dropped: max %s = %.2g > %.0g or labels differ on rows %s; serving "
+            "will use scikit-learn",
+            what,
             parity.max_abs_diff,
             parity.tolerance,
             list(parity.mismatched_rows)[:5],
@@ -88,8 +119,9 @@ def _export_onnx(model: Any, sample: Any) -> OnnxEntry | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(graph)
     log.info(
-        "ONNX export agrees on %d holdout rows (max |dp| %.2g <= %.0g)",
+        "ONNX export agrees on %d holdout rows (max %s %.2g <= %.0g)",
         parity.n_rows,
+        what,
         parity.max_abs_diff,
         parity.tolerance,
     )

@@ -6,8 +6,8 @@ import logging
 from dataclasses import asdict, dataclass
 
 from pipeline import artifacts, config, console
-from pipeline.config import Params, Settings
-from pipeline.errors import GateFailed
+from pipeline.config import CLASSIFICATION_METRICS, REGRESSION_METRICS, Params, Settings
+from pipeline.errors import ConfigError, GateFailed
 from pipeline.ml import data, evaluation, gates, tracking, training
 
 log = logging.getLogger("pipeline")
@@ -25,10 +25,18 @@ def validate(params: Params, settings: Settings) -> Verdict:
     features, target = data.features_and_target(split.test, params.data.target)
     model = training.load_model()
     card = artifacts.read_card()
+    task = card.task
+    known = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+    other = [str(m) for m in params.validate_.gates if m not in known]
+    if other:
+        raise ConfigError(
+            f"params.yaml: validate.gates: {other} are not {task} metrics; a {task} model is "
+            f"scored on {list(known)}"
+        )
     candidate = tracking.RegisteredModel(card.run_id, card.model_name, card.model_version)
-    scores = evaluation.holdout_metrics(model, features, target)
+    scores = evaluation.holdout_metrics(model, features, target, task=task)
     artifacts.write_metrics(scores, artifacts.HOLDOUT_METRICS)
-    plots = evaluation.write_plots(model, features, target, artifacts.PLOTS_DIR)
+    plots = evaluation.write_plots(model, features, target, artifacts.PLOTS_DIR, task=task)
     tracking.connect(settings, experiment=params.train.experiment)
     champion_scores, champion_version = None, None
     if params.validate_.champion.enabled:
@@ -40,7 +48,7 @@ def validate(params: Params, settings: Settings) -> Verdict:
                 champion_version,
                 params.validate_.champion.alias,
             )
-            champion_scores = evaluation.holdout_metrics(found[1], features, target)
+            champion_scores = evaluation.holdout_metrics(found[1], features, target, task=task)
         elif found is None:
             log.info("no champion holds @%s yet: thresholds only", params.validate_.champion.alias)
     rows = gates.evaluate(
@@ -67,7 +75,13 @@ def validate(params: Params, settings: Settings) -> Verdict:
             rows=rows,
         )
     artifacts.write_golden(
-        evaluation.golden_set(model, features, rows=params.validate_.golden_rows)
+        evaluation.golden_set(
+            model,
+            features,
+            rows=params.validate_.golden_rows,
+            schema=card.features,
+            task=task,
+        )
     )
     tracking.move_alias(settings, name=candidate.name, version=candidate.version, alias="candidate")
     log.info(

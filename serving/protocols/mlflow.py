@@ -4,7 +4,8 @@
 one of ``dataframe_split``, ``dataframe_records``, ``instances``, ``inputs`` (other keys, such as
 ``params``, are ignored as MLflow ignores them for models without parameters), or
 ``Content-Type: text/csv`` with a header row. The answer is ``{"predictions": [label, ...]}``:
-class labels, as the model's ``predict`` returns them.
+class labels (a regressor: its values), as the model's ``predict`` returns them. A missing value
+is ``null`` in JSON and an empty cell in CSV.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy.typing as npt
 
 from serving.codec import decode_json, dumps
 from serving.errors import ServingError
-from serving.schema import InputSchema, Matrix
+from serving.schema import Batch, InputSchema
 
 __all__ = ["FORMATS", "parse_invocation", "predictions"]
 
@@ -24,7 +25,7 @@ _JSON = "application/json"
 _CSV = "text/csv"
 
 
-def parse_invocation(body: bytes, content_type: str | None, schema: InputSchema) -> Matrix:
+def parse_invocation(body: bytes, content_type: str | None, schema: InputSchema) -> Batch:
     mime = _media_type(content_type)
     if mime == _CSV:
         return schema.from_csv(body)

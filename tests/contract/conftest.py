@@ -65,7 +65,8 @@ def tolerance(http: httpx.Client, budgets: ContractParams) -> float:
     """The most |p - p_golden| allowed: what the runtime the server names declares in
     serving.runtime (the server cannot widen it), tightened by `contract.probability_tolerance`."""
     runtime = http.get("/metadata").json()["runtime"]["name"]
-    return declared_tolerance(runtime, tighter=budgets.probability_tolerance)
+    task = http.get("/metadata").json().get("task", "classification")
+    return declared_tolerance(runtime, tighter=budgets.probability_tolerance, task=task)
 
 
 @pytest.fixture(scope="session")

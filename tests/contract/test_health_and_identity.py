@@ -70,4 +70,11 @@ def test_v2_model_metadata_names_the_model_and_its_inputs(
 ) -> None:
     meta = http.get(f"/v2/models/{card['model_name']}").json()
     assert meta["name"] == card["model_name"]
-    assert {o["name"] for o in meta["outputs"]} >= {"label", "probabilities"}
+    if card.get("task") == "regression":
+        assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("prediction", "FP64")]
+    else:
+        assert {o["name"] for o in meta["outputs"]} >= {"label", "probabilities"}
+    assert [i["name"] for i in meta["inputs"]] in (
+        ["input"],
+        [f["name"] for f in card["features"]],
+    )

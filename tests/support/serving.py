@@ -95,7 +95,16 @@ def build_model_dir(root: Path, *, onnx: bool = True, golden_rows: int = 60) -> 
         "onnx": onnx_entry,
         "model_type": "logistic_regression",
         "target": "target",
-        "features": [{"name": name, "dtype": "float64"} for name in features],
+        "features": [
+            {
+                "name": name,
+                "dtype": "float64",
+                "kind": "numeric",
+                "nullable": False,
+                "categories": None,
+            }
+            for name in features
+        ],
         "classes": classes,
         "git_commit": "unknown",
         "data_hash": "d41d8cd98f00b204e9800998ecf8427e.dir",
@@ -218,3 +227,84 @@ def start_server(model_dir: Path, tmp_path: Path, **env: str) -> Server:
             stderr=subprocess.STDOUT,
         )
     return Server(process=process, port=port, started=time.monotonic(), stderr=stderr)
+
+
+def build_typed_model_dir(
+    root: Path, *, task: str = "classification", model: str = "logistic_regression"
+) -> ModelDir:
+    """A model directory from the Palmer penguins (two categorical columns, missing values),
+    built by the pipeline's own code as the train and validate stages build it: species from
+    the rest (classification, string labels) or body mass from the rest (regression)."""
+    from palmerpenguins import load_penguins
+
+    from pipeline.config import TrainParams
+    from pipeline.ml import data, evaluation, training
+
+    frame = load_penguins().drop(columns=["year"])
+    target = "body_mass_g" if task == "regression" else "species"
+    frame = frame[frame[target].notna()].reset_index(drop=True)
+    for column in ("island", "sex", "species"):
+        frame[column] = data.as_text(frame[column])
+    x, y = frame.drop(columns=[target]), frame[target]
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=42)
+    columns = training.columns_of(x_train)
+    params = TrainParams(model=model, experiment="e", registered_model_name="typed")
+    fitted = training.fit(
+        training.build(params, seed=42, task=task, columns=columns), x_train, y_train, task=task
+    )
+    features = training.card_features(fitted, x_train)
+    models, metrics = root / "models", root / "metrics"
+    models.mkdir(parents=True, exist_ok=True)
+    metrics.mkdir(parents=True, exist_ok=True)
+    (models / "model.pkl").write_bytes(pickle.dumps(fitted, protocol=5))
+    strict = [f.name for f in features if not f.nullable]
+    servable = x_test[x_test[strict].notna().all(axis=1)].reset_index(drop=True)
+    graph = to_onnx(fitted, features=features, task=task)
+    assert graph is not None
+    parity = check_parity(fitted, graph, servable, features=features, task=task)
+    assert parity.ok, parity
+    (models / "model.onnx").write_bytes(graph)
+    golden = evaluation.golden_set(fitted, x_test, rows=30, schema=features, task=task)
+    card = {
+        "model_name": f"penguins-{task}",
+        "model_version": "1",
+        "run_id": "1f3c9d2e5b7a4c1d8e6f0a2b4c6d8e0f",
+        "model_file": "model.pkl",
+        "sha256": sha256(models / "model.pkl"),
+        "onnx": {
+            "file": "model.onnx",
+            "sha256": sha256(models / "model.onnx"),
+            "max_abs_diff": parity.max_abs_diff,
+            "tolerance": parity.tolerance,
+        },
+        "model_type": model,
+        "target": target,
+        "features": [
+            {**f.__dict__, "categories": None if f.categories is None else list(f.categories)}
+            for f in features
+        ],
+        "classes": [] if task == "regression" else [str(c) for c in fitted.classes_],
+        "git_commit": "unknown",
+        "data_hash": "d41d8cd98f00b204e9800998ecf8427e.dir",
+        "library_versions": {"scikit-learn": "1.9.1", "python": "3.11.7"},
+        "created": "2026-11-29T12:00:00Z",
+        "task": task,
+    }
+    (models / "model.json").write_text(json.dumps(card, indent=2))
+    rows = [
+        {"inputs": r.inputs, "label": r.label, "probabilities": list(r.probabilities)}
+        for r in golden.rows
+    ]
+    (models / "golden.json").write_text(
+        json.dumps({"features": list(golden.features), "classes": card["classes"], "rows": rows})
+    )
+    scores = evaluation.holdout_metrics(fitted, x_test, y_test, task=task)
+    (metrics / "holdout.json").write_text(json.dumps(scores))
+    return ModelDir(
+        root=root,
+        models=models,
+        features=[f.name for f in features],
+        classes=card["classes"],
+        golden=rows,
+        card=card,
+    )

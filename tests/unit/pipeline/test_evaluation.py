@@ -44,3 +44,25 @@ def test_metrics_cover_the_six_names_for_binary_and_multiclass() -> None:
         metrics = holdout_metrics(model, x, y)
         assert set(metrics) == {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}
         assert 0.9 < metrics["accuracy"] <= 1.0 and metrics["log_loss"] > 0
+
+
+def test_a_regressor_is_scored_with_rmse_mae_r2_and_gets_its_two_plots(tmp_path: Path) -> None:
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    from pipeline.ml.evaluation import write_plots
+
+    x, y = load_diabetes(as_frame=True, return_X_y=True)
+    model = Ridge().fit(x, y)
+    metrics = holdout_metrics(model, x, y, task="regression")
+    assert set(metrics) == {"rmse", "mae", "r2"}
+    assert metrics["mae"] <= metrics["rmse"] and 0 < metrics["r2"] < 1
+    written = write_plots(model, x, y, tmp_path, task="regression")
+    assert sorted(p.name for p in written) == [
+        "predicted_vs_actual.csv", "predicted_vs_actual.png", "residuals.csv", "residuals.png"
+    ]  # fmt: skip
+    residuals = pd.read_csv(tmp_path / "residuals.csv")
+    assert np.allclose(residuals["residual"], y - model.predict(x))
+    golden = golden_set(model, x, rows=5, task="regression")
+    assert golden.classes == () and all(r.probabilities == () for r in golden.rows)
+    assert [r.label for r in golden.rows] == model.predict(x.head(5)).tolist()
