@@ -1,8 +1,10 @@
 """Route handlers: each takes a fully read :class:`Request` and returns a :class:`Response`.
 
 Handlers are synchronous on purpose: a 1-row prediction costs microseconds with onnxruntime,
-less than a hop to a thread pool would. Everything derived from the model (schema, metadata,
-OpenAPI, docs) is computed once, in the loader thread, before readiness flips.
+less than a hop to a thread pool would; the app runs them in a thread only for large bodies
+(:mod:`serving.limits`), so they must stay thread-safe (onnxruntime sessions are). Everything
+derived from the model (schema, limits, metadata, OpenAPI, docs) is computed once, in the
+loader thread, before readiness flips.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from serving.codec import dumps
 from serving.docs import docs_page
 from serving.errors import ServingError
+from serving.limits import Limits
 from serving.loader import LoadedModel, ModelState
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import Metrics
@@ -23,7 +26,7 @@ from serving.protocols.mlflow import parse_invocation, predictions
 from serving.schema import InputSchema
 from serving.settings import Settings
 
-__all__ = ["Handler", "Handlers", "Request", "Response", "Served", "prepare"]
+__all__ = ["Handler", "Handlers", "Request", "Response", "Served", "not_ready", "prepare"]
 
 JSON = b"application/json"
 SERVER_NAME = "pipeline-serving"
@@ -53,6 +56,7 @@ class Response:
 class Served:
     loaded: LoadedModel
     schema: InputSchema
+    limits: Limits
     metadata: bytes
     v2_model: bytes
     openapi: bytes
@@ -67,6 +71,12 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
     before readiness flips."""
     card, runtime = loaded.card, loaded.runtime
     schema = InputSchema(card.features, max_rows=settings.max_rows)
+    limits = Limits.derive(
+        card.feature_names,
+        max_rows=settings.max_rows,
+        max_body_bytes=settings.max_body_bytes,
+        large_body_bytes=settings.large_body_bytes,
+    )
     facts = asdict(card)
     facts.pop("features")
     metadata = {
@@ -78,6 +88,22 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
             "probability_tolerance": runtime.tolerance,
             "golden_max_abs_diff": loaded.golden_max_abs_diff,
             "probability_datatype": runtime.probability_datatype,
+        },
+        # What a client may send and how long it may take (serving.settings, serving.limits).
+        "limits": {
+            "max_rows": settings.max_rows,
+            "max_body_bytes": limits.max_body_bytes,
+            "max_body_bytes_derived": limits.body_limit_derived,
+            "max_json_values": schema.max_json_values,
+            "max_csv_record_chars": schema.max_csv_record_chars,
+            "large_body_bytes": settings.large_body_bytes,
+            "large_requests": settings.large_requests,
+            "large_queue": settings.large_queue,
+            "queue_timeout_s": settings.queue_timeout_s,
+            "body_timeout_s": settings.body_timeout_s,
+            "header_timeout_s": settings.header_timeout_s,
+            "keepalive_timeout_s": settings.keepalive_timeout_s,
+            "max_connections": settings.max_connections,
         },
     }
     v2 = oip.model_metadata(
@@ -102,11 +128,16 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
     return Served(
         loaded=loaded,
         schema=schema,
+        limits=limits,
         metadata=dumps(metadata),
         v2_model=dumps(v2),
         openapi=dumps(document),
         docs=docs_page(card, example=example),
     )
+
+
+def not_ready(state: ModelState[Served]) -> ServingError:
+    return ServingError.not_ready(f"model not ready: {state.error or 'the model is still loading'}")
 
 
 class Handlers:
@@ -119,8 +150,7 @@ class Handlers:
     def _served(self) -> Served:
         served = self.state.served
         if served is None:
-            reason = self.state.error or "the model is still loading"
-            raise ServingError.not_ready(f"model not ready: {reason}")
+            raise not_ready(self.state)
         return served
 
     # -- MLflow scoring protocol -----------------------------------------------------------

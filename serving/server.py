@@ -5,23 +5,252 @@ per second, and with ``--workers`` the asyncio/h11 pair loses TCP_NODELAY on acc
 (uvicorn #3149), adding ~40 ms per keep-alive request. SIGTERM (and SIGINT) stop accepting,
 let in-flight requests finish within ``SERVING_GRACEFUL_TIMEOUT`` seconds, run the lifespan
 shutdown, and exit 0.
+
+Connections are bounded here, where uvicorn leaves them open (:class:`GuardedProtocol`):
+
+* a request's line and headers must arrive within ``SERVING_HEADER_TIMEOUT_S`` of the
+  connection (or of the request's first byte), else 408 and the connection is closed: uvicorn
+  has no such deadline, and its keep-alive timer restarts on every byte, so a client dripping
+  a header a second held a connection forever;
+* the request line and headers may hold :data:`MAX_HEAD_BYTES` (URL: 414, headers: 431):
+  uvicorn keeps every header, and 110 MB of headers cost the process 255 MB;
+* past ``SERVING_MAX_CONNECTIONS`` open connections a request answers 503 with
+  ``Retry-After`` (uvicorn's ``limit_concurrency``, in the JSON envelope), except the health
+  routes, which cost microseconds and must answer an orchestrator; past that plus
+  :data:`HEALTH_RESERVE` a new connection is closed at once, before it costs a parser;
+* an idle keep-alive connection closes after ``SERVING_KEEPALIVE_TIMEOUT_S``.
+
+A reverse proxy in front is still wise on a public network: it holds slow clients in an
+event-driven buffer, limits connections and rates per client address (this server sees only
+totals), terminates TLS, and can take request bodies to disk. Set its idle timeout below
+``SERVING_KEEPALIVE_TIMEOUT_S``, or raise that, so it never reuses a connection this server is
+closing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import httptools
 import uvicorn
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from serving.app import ServingApp, create_app
+from serving.codec import dumps
 from serving.logs import configure_logging
 from serving.settings import Settings
 
-__all__ = ["app_from_env", "run", "serve"]
+__all__ = ["GuardedProtocol", "app_from_env", "run", "serve"]
+
+#: Request line plus headers, in bytes (nginx takes 4 x 8 KiB by default; h11 16 KiB).
+MAX_HEAD_BYTES = 64 * 1024
+#: Connections beyond SERVING_MAX_CONNECTIONS kept for health probes before new ones are closed.
+HEALTH_RESERVE = 64
+_HEALTH = frozenset((b"/v2/health/live", b"/v2/health/ready", b"/ping", b"/health"))
+
+
+def _canned(status: int, reason: str, code: str, message: str, *extra: bytes) -> bytes:
+    """A whole response, written straight to the socket; the connection closes after it."""
+    body = dumps({"error_code": code, "message": message})
+    head = [
+        f"HTTP/1.1 {status} {reason}".encode(),
+        b"content-type: application/json",
+        b"content-length: " + str(len(body)).encode(),
+        b"connection: close",
+        *extra,
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+async def _busy(scope: Any, receive: Any, send: Any) -> None:
+    """What a request gets past SERVING_MAX_CONNECTIONS: 503 in the envelope, Retry-After."""
+    body = dumps(
+        {
+            "error_code": "TEMPORARILY_UNAVAILABLE",
+            "message": "too many open connections (SERVING_MAX_CONNECTIONS); retry later",
+        }
+    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline, a header size bound, a hard cap on
+    connections and health routes exempt from the concurrency limit (module docstring).
+    :meth:`configure` sets the bounds from the settings, in each worker process."""
+
+    header_timeout_s: ClassVar[float] = 5.0
+    max_connections: ClassVar[int | None] = None
+
+    @classmethod
+    def configure(cls, settings: Settings) -> None:
+        cls.header_timeout_s = settings.header_timeout_s
+        cls.max_connections = settings.max_connections
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limit_concurrency = None  # applied in on_headers_complete, health routes excepted
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # between a request's first byte and its last header
+        self._refused = False
+
+    # -- connection ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        cap = self.max_connections
+        if cap is not None and len(self.connections) >= cap + HEALTH_RESERVE:
+            self.transport = transport
+            self._refuse(
+                _canned(
+                    503,
+                    "Service Unavailable",
+                    "TEMPORARILY_UNAVAILABLE",
+                    "too many open connections (SERVING_MAX_CONNECTIONS); retry later",
+                    b"retry-after: 1",
+                )
+            )
+            return
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, except that a request this class refused gets its own answer, not 400."""
+        if self._refused:
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:  # _Refused, from a callback, arrives wrapped in one
+            if self._refused:
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    # -- parser callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._in_head = True
+        if self._head_timer is None:
+            self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse_head(414, "URI Too Long", "URI_TOO_LONG", "the URL")
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse_head(
+                431, "Request Header Fields Too Large", "HEADERS_TOO_LARGE", "the headers"
+            )
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._in_head = False
+        cap = self.max_connections
+        if (
+            cap is not None
+            and (len(self.connections) >= cap or len(self.tasks) >= cap)
+            and self.url not in _HEALTH
+        ):
+            app, self.app = self.app, _busy
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
+        super().on_headers_complete()
+
+    # -- bounds --------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._arm()  # a pipelined request waits behind one in flight: look again later
+            return
+        if not self._in_head:  # connected, never sent a byte: close quietly, as nginx does
+            self._refused = True
+            self.transport.close()
+            return
+        self._refuse(
+            _canned(
+                408,
+                "Request Timeout",
+                "REQUEST_TIMEOUT",
+                f"the request line and headers did not arrive within {self.header_timeout_s:g}"
+                " s (SERVING_HEADER_TIMEOUT_S)",
+            )
+        )
+
+    def _refuse_head(self, status: int, reason: str, code: str, what: str) -> None:
+        self._refuse(
+            _canned(
+                status,
+                reason,
+                code,
+                f"{what} passed {MAX_HEAD_BYTES} bytes, the most this server reads before a body",
+            )
+        )
+        raise _Refused  # stops the parser; data_received knows why
+
+    def _refuse(self, response: bytes) -> None:
+        self._refused = True
+        self._disarm()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True  # the request in flight cannot answer any more
+            self.cycle.message_event.set()
+        self.transport.write(response)
+        self.transport.close()
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing a refused request."""
 
 
 def serve(*, model_dir: Path, host: str, port: int) -> None:
@@ -35,7 +264,6 @@ def run(settings: Settings) -> None:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
         "lifespan": "on",
         "access_log": False,  # the app writes its own structured access log
         "log_config": None,
@@ -43,12 +271,15 @@ def run(settings: Settings) -> None:
         "date_header": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
         "log_level": settings.log_level,
+        "http": GuardedProtocol,
+        "timeout_keep_alive": settings.keepalive_timeout_s,
     }
     # uvicorn re-raises the signal it shut down on; with these handlers that is a no-op and
     # the process exits 0 after a graceful shutdown instead of dying by SIGTERM.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _ignore)
     if settings.workers == 1:
+        GuardedProtocol.configure(settings)
         app = create_app(model_dir=settings.model_dir, settings=settings)
         uvicorn.Server(uvicorn.Config(app, **options)).run()
         return
@@ -65,6 +296,7 @@ def app_from_env() -> ServingApp:
     """App factory each worker process calls (``SERVING_WORKERS`` > 1)."""
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    GuardedProtocol.configure(settings)
     return create_app(model_dir=settings.model_dir, settings=settings)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,7 @@ def parse_infer(body: bytes, *, header_length: str | None, schema: InputSchema) 
                 f"Inference-Header-Content-Length {split} is outside the body ({len(body)} bytes)"
             )
         body, binary = body[:split], body[split:]
+    schema.check_json(body, "the inference request")
     request = decode_json(body)
     if not isinstance(request, dict):
         raise ServingError.bad_request("the inference request must be a JSON object")
@@ -78,7 +80,9 @@ def parse_infer(body: bytes, *, header_length: str | None, schema: InputSchema) 
     tensors: list[tuple[str, npt.NDArray[Any]]] = []
     offset = 0
     for i, tensor in enumerate(inputs):
-        array, offset = _tensor(tensor, f"inputs[{i}]", binary, offset, booleans=booleans)
+        array, offset = _tensor(
+            tensor, f"inputs[{i}]", binary, offset, booleans=booleans, schema=schema
+        )
         tensors.append((tensor["name"], array))
     if offset != len(binary):
         raise ServingError.bad_request(f"{len(binary) - offset} binary bytes belong to no input")
@@ -91,8 +95,17 @@ def parse_infer(body: bytes, *, header_length: str | None, schema: InputSchema) 
 
 
 def _tensor(
-    tensor: dict[str, Any], where: str, binary: bytes, offset: int, *, booleans: bool
+    tensor: dict[str, Any],
+    where: str,
+    binary: bytes,
+    offset: int,
+    *,
+    booleans: bool,
+    schema: InputSchema,
 ) -> tuple[npt.NDArray[Any], int]:
+    """One input tensor as an array of its shape. The shape is checked against what this model
+    takes ([n], [n, 1] per column; [n, width] for all columns) and n against the row limit
+    before a value is converted; JSON data is converted with an explicit dtype."""
     name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
     if not isinstance(name, str):
         raise ServingError.invalid(f"{where}.name must be a string")
@@ -109,6 +122,12 @@ def _tensor(
             f"{where} ({name!r}).datatype {datatype!r} is not a numeric type this model takes "
             f"({', '.join(d for d in _DTYPES if d != 'BOOL')})"
         )
+    if len(shape) == 2 and shape[1] not in (1, schema.width):
+        raise ServingError.invalid(
+            f"{where} ({name!r}).shape {shape}: the model takes [n, {schema.width}] (one tensor, "
+            f"columns {_names(schema)}) or [n] / [n, 1] per column"
+        )
+    schema.check_count(shape[0], f"{where} ({name!r})")
     size = math.prod(shape)
     parameters = tensor.get("parameters") or {}
     nbytes = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
@@ -127,23 +146,43 @@ def _tensor(
     data = tensor.get("data")
     if not isinstance(data, list):
         raise ServingError.invalid(f"{where} ({name!r}).data must be a list")
+    nested = bool(data) and type(data[0]) is list
+    if nested:  # rows of the shape's last dimension, e.g. [[v, ...], ...] for [n, k]
+        widths = set(map(len, data)) if all(type(row) is list for row in data) else set()
+        held = len(data) * widths.pop() if len(widths) == 1 else -1
+        values: Any = chain.from_iterable(data)
+    else:
+        held, values = len(data), data
+    if held != size:
+        raise ServingError.invalid(
+            f"{where} ({name!r}): shape {shape} needs {size} values; data is "
+            + ("ragged" if held < 0 else f"{held} values")
+        )
     try:
-        array = np.array(data)
-    except (ValueError, TypeError):
-        raise ServingError.invalid(f"{where} ({name!r}).data is ragged or not numeric") from None
-    if array.dtype.kind not in "fiu" or (booleans and _has_bool(data)):
+        sum(values)  # one C loop: a string, null, list or object raises TypeError
+        if booleans and any(type(v) is bool for v in _flat(data, nested)):
+            raise TypeError
+        array = np.array(data, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
         raise ServingError.invalid(
             f"{where} ({name!r}).data must hold only numbers for datatype {datatype}"
-        )
-    if array.size != size:
-        raise ServingError.invalid(
-            f"{where} ({name!r}): shape {shape} needs {size} values, data holds {array.size}"
-        )
-    if datatype[0] in "IU" and array.dtype.kind == "f" and not (array == np.floor(array)).all():
-        raise ServingError.invalid(
-            f"{where} ({name!r}): datatype {datatype} but data holds fractions"
-        )
+        ) from None
+    if datatype[0] in "IU":
+        finite = array[np.isfinite(array)]
+        if (finite != np.floor(finite)).any():
+            raise ServingError.invalid(
+                f"{where} ({name!r}): datatype {datatype} but data holds fractions"
+            )
     return array.reshape(shape), offset
+
+
+def _flat(data: list[Any], nested: bool) -> Any:
+    return chain.from_iterable(data) if nested else data
+
+
+def _names(schema: InputSchema) -> str:
+    names = schema.names_list
+    return str(names) if len(names) <= 10 else f"{names[:10]} ... ({len(names)} in all)"
 
 
 def _matrix(tensors: list[tuple[str, npt.NDArray[Any]]], schema: InputSchema) -> Matrix:
@@ -192,12 +231,11 @@ def _outputs(request: dict[str, Any]) -> tuple[str, ...]:
     names = tuple(o.get("name") for o in requested)
     unknown = [n for n in names if n not in OUTPUTS]
     if unknown:
-        raise ServingError.invalid(f"unknown outputs {unknown}: this model has {list(OUTPUTS)}")
+        shown = [str(n)[:40] for n in unknown[:5]] + (["..."] if len(unknown) > 5 else [])
+        raise ServingError.invalid(f"unknown outputs {shown}: this model has {list(OUTPUTS)}")
+    if len(set(names)) != len(names):  # each named output is one tensor in the answer
+        raise ServingError.invalid(f"'outputs' names an output more than once: {list(OUTPUTS)}")
     return tuple(str(n) for n in names) or OUTPUTS
-
-
-def _has_bool(data: list[Any]) -> bool:
-    return any(type(v) is bool or (isinstance(v, list) and _has_bool(v)) for v in data)
 
 
 def label_datatype(card: ModelCard) -> str:
