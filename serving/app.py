@@ -64,7 +64,7 @@ from serving.handlers import (
     not_ready,
     prepare,
 )
-from serving.limits import Deadlines, Gate, Limits
+from serving.limits import Deadlines, Gate, Limits, release_memory
 from serving.loader import LoadedModel, ModelState
 from serving.metrics import Metrics
 from serving.routes import Router
@@ -184,7 +184,9 @@ class ServingApp:
             if large:  # parse and predict off the loop; the slot was taken to read the body
                 try:
                     loop = asyncio.get_running_loop()
-                    response = await loop.run_in_executor(self._executor(), handler, request)
+                    response = await loop.run_in_executor(
+                        self._executor(), _large, handler, request
+                    )
                 finally:
                     self.gate.release()
             else:
@@ -289,6 +291,14 @@ class ServingApp:
                 None, extra={"fields": fields},
             )  # fmt: skip
             _access.handle(record)
+
+
+def _large(handler: Handler, request: Request) -> Response:
+    """A large request, in a worker thread; then its freed memory goes back to the system."""
+    try:
+        return handler(request)
+    finally:
+        release_memory()
 
 
 def _no_route(method: str, path: str, allowed: tuple[str, ...]) -> ServingError:

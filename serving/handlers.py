@@ -9,6 +9,7 @@ loader thread, before readiness flips.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from serving.codec import dumps
 from serving.docs import docs_page
 from serving.errors import ServingError
-from serving.limits import Limits
+from serving.limits import Limits, container_memory_limit
 from serving.loader import LoadedModel, ModelState
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import Metrics
@@ -28,6 +29,7 @@ from serving.settings import Settings
 
 __all__ = ["Handler", "Handlers", "Request", "Response", "Served", "not_ready", "prepare"]
 
+_log = logging.getLogger("serving")
 JSON = b"application/json"
 SERVER_NAME = "pipeline-serving"
 SERVER_VERSION = "1"
@@ -70,13 +72,17 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
     """Everything the handlers need from the loaded model, built once in the loader thread
     before readiness flips."""
     card, runtime = loaded.card, loaded.runtime
-    schema = InputSchema(card.features, max_rows=settings.max_rows)
+    schema = InputSchema(
+        card.features, max_rows=settings.max_rows, max_parse_bytes=settings.max_parse_bytes
+    )
     limits = Limits.derive(
         card.feature_names,
         max_rows=settings.max_rows,
         max_body_bytes=settings.max_body_bytes,
         large_body_bytes=settings.large_body_bytes,
+        large_requests=settings.large_requests,
     )
+    _check_memory(limits, schema)
     facts = asdict(card)
     facts.pop("features")
     metadata = {
@@ -94,7 +100,8 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
             "max_rows": settings.max_rows,
             "max_body_bytes": limits.max_body_bytes,
             "max_body_bytes_derived": limits.body_limit_derived,
-            "max_json_values": schema.max_json_values,
+            "max_parse_bytes": schema.max_parse_bytes,
+            "max_parse_bytes_derived": schema.parse_budget_derived,
             "max_csv_record_chars": schema.max_csv_record_chars,
             "large_body_bytes": settings.large_body_bytes,
             "large_requests": settings.large_requests,
@@ -134,6 +141,22 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
         openapi=dumps(document),
         docs=docs_page(card, example=example),
     )
+
+
+def _check_memory(limits: Limits, schema: InputSchema) -> None:
+    """Say at start-up when the container's memory cannot hold the worst case the limits let
+    in: the fix is a setting, better read in the log than learnt from the OOM killer."""
+    need = limits.worst_case_bytes(schema.max_parse_bytes)
+    have = container_memory_limit()
+    if have is not None and need > have - 96 * 2**20:
+        _log.warning(
+            "the memory limit (%d MiB) may not hold %d large requests at their limits (%d MiB, "
+            "plus ~96 MiB for the server itself): lower SERVING_LARGE_REQUESTS, "
+            "SERVING_MAX_BODY_BYTES or SERVING_MAX_PARSE_BYTES, or raise the limit",
+            have // 2**20,
+            limits.large_requests,
+            need // 2**20,
+        )
 
 
 def not_ready(state: ModelState[Served]) -> ServingError:

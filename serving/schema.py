@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from serving.card import Feature
 from serving.errors import ServingError
-from serving.limits import SCAN_ABOVE_BYTES, json_value_budget, structural_bytes
+from serving.limits import SCAN_ABOVE_BYTES, derived_parse_budget, json_parse_cost
 
 __all__ = ["InputSchema"]
 
@@ -48,7 +48,9 @@ _FLOAT_MAX = sys.float_info.max
 class InputSchema:
     """Feature columns in model order, with converters from each wire format to a matrix."""
 
-    def __init__(self, features: Sequence[Feature], *, max_rows: int) -> None:
+    def __init__(
+        self, features: Sequence[Feature], *, max_rows: int, max_parse_bytes: int | None = None
+    ) -> None:
         self.features = tuple(features)
         self.names = tuple(f.name for f in self.features)
         self.names_list = list(self.names)
@@ -57,8 +59,9 @@ class InputSchema:
         self.max_rows = max_rows
         self._getter = itemgetter(*self.names)
         self._integer_columns = [i for i, f in enumerate(self.features) if f.integer]
-        #: the most JSON values a request of max_rows rows holds (serving.limits)
-        self.max_json_values = json_value_budget(self.names, max_rows)
+        #: the most memory parsing one JSON body may take (serving.limits; None: derived)
+        self.parse_budget_derived = max_parse_bytes is None
+        self.max_parse_bytes = max_parse_bytes or derived_parse_budget(self.names, max_rows)
         #: the longest CSV record (header or row) this schema can take, in characters
         header = sum(2 * len(name) + 3 for name in self.names)
         self.max_csv_record_chars = max(header, (self.width + 1) * MAX_CELL_CHARS) + 64
@@ -75,16 +78,20 @@ class InputSchema:
             )
 
     def check_json(self, body: bytes, what: str) -> None:
-        """413 before parsing when ``body`` may hold more JSON values than ``max_rows`` rows of
-        this schema do (each value may cost ~72 bytes of Python objects: serving.limits)."""
+        """413 before parsing when parsing ``body`` may take more memory than this server
+        gives one request (:func:`serving.limits.json_parse_cost`)."""
         if len(body) <= SCAN_ABOVE_BYTES:
             return
-        values = structural_bytes(body)
-        if values > self.max_json_values:
+        cost = json_parse_cost(body)
+        if cost > self.max_parse_bytes:
+            derived = (
+                f" (derived: twice a full batch of {self.max_rows} rows, SERVING_MAX_ROWS)"
+                * self.parse_budget_derived
+            )
             raise ServingError.too_large(
-                f"{what} holds up to {values} JSON values; this server takes at most "
-                f"{self.max_json_values} per request, what {self.max_rows} rows of "
-                f"{self.width} columns need (SERVING_MAX_ROWS)"
+                f"parsing {what} may take {cost // 2**20} MiB: it holds that many JSON arrays, "
+                f"objects, strings or numbers; this server gives one request at most "
+                f"{self.max_parse_bytes // 2**20} MiB{derived}: SERVING_MAX_PARSE_BYTES"
             )
 
     # -- wire formats --------------------------------------------------------------------

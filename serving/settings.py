@@ -12,6 +12,9 @@ variable                         default       meaning
                                                MAX_ROWS rows of the model's columns take in the most
                                                verbose format (records, full float64 precision,
                                                indented), plus 64 KiB (:mod:`serving.limits`)
+``SERVING_MAX_PARSE_BYTES``      (derived)     memory parsing one JSON body may take, estimated
+                                               before it is parsed; more answers 413. Default:
+                                               twice a full batch's, at least 128 MiB
 ``SERVING_LARGE_BODY_BYTES``     ``65536``     a larger body is read, parsed and predicted off the
                                                event loop, in one of LARGE_REQUESTS slots
 ``SERVING_LARGE_REQUESTS``       ``2``         slots: large requests served at once
@@ -68,6 +71,8 @@ class Settings:
     max_rows: int = 10_000
     #: None: derived from the model's columns and ``max_rows`` (:mod:`serving.limits`)
     max_body_bytes: int | None = None
+    #: None: derived from the model's columns and ``max_rows`` (:mod:`serving.limits`)
+    max_parse_bytes: int | None = None
     large_body_bytes: int = 64 * 1024
     large_requests: int = 2
     large_queue: int = 16
@@ -98,6 +103,7 @@ class Settings:
             workers=_integer(env, "SERVING_WORKERS", default.workers, low=1, high=256),
             max_rows=_integer(env, "SERVING_MAX_ROWS", default.max_rows, low=1, high=10**8),
             max_body_bytes=_integer(env, "SERVING_MAX_BODY_BYTES", None, low=1, high=2**40),
+            max_parse_bytes=_integer(env, "SERVING_MAX_PARSE_BYTES", None, low=2**20, high=2**44),
             large_body_bytes=_integer(
                 env, "SERVING_LARGE_BODY_BYTES", default.large_body_bytes, low=0, high=2**40
             ),
