@@ -22,14 +22,14 @@ table dispatches here and generates ``/openapi.json`` and ``/docs``). What they 
 Errors: always JSON ``{"error_code": ..., "message": ...}`` (V2 routes add ``"error"``) naming
 the offending field, column or row. Invalid JSON, wrong format, missing/unknown/repeated
 columns, wrong types, NaN/inf, empty batch -> 400; more than ``SERVING_MAX_ROWS`` rows,
-``SERVING_MAX_BODY_BYTES`` bytes or the JSON values that many rows hold -> 413 (so is a request
+``SERVING_MAX_BODY_BYTES`` bytes or what parsing the body would take -> 413 (so is a request
 that runs out of memory: ``MemoryError`` is never a 500); Content-Type other than JSON/CSV ->
 415; unknown route -> 404; wrong method -> 405; model not ready -> 503. Bad input never yields
 a 5xx.
 
 Hostile and oversized input (:mod:`.limits`): a body is bounded before it is read (413 from
-``Content-Length``), while it is read (413 past the limit; 408 past ``SERVING_BODY_TIMEOUT_S``),
-and before it is parsed (413 past the JSON values ``SERVING_MAX_ROWS`` rows hold). A body
+``Content-Length``), while it is read (413 past the limit; 408 past ``SERVING_BODY_TIMEOUT_S``,
+kept by :mod:`.server`), and before it is parsed (413 past ``SERVING_MAX_PARSE_BYTES``). A body
 larger than ``SERVING_LARGE_BODY_BYTES`` waits for a slot before it is read, and is parsed and
 predicted in a thread, so liveness answers meanwhile; with every slot taken and the queue
 full, or after ``SERVING_QUEUE_TIMEOUT_S``: 503 with ``Retry-After``. An answer that leaves
@@ -64,7 +64,7 @@ from serving.handlers import (
     not_ready,
     prepare,
 )
-from serving.limits import Deadlines, Gate, Limits, release_memory
+from serving.limits import Gate, Limits, release_memory
 from serving.loader import LoadedModel, ModelState
 from serving.metrics import Metrics
 from serving.routes import Router
@@ -80,6 +80,10 @@ Send = Callable[[Message], Awaitable[None]]
 _log = logging.getLogger("serving")
 _access = logging.getLogger("serving.access")
 _CLOSE = (b"connection", b"close")
+#: Scope keys shared with serving.server's protocol: the body deadline does not run while a
+#: request waits for a slot (the server's wait, not the client's); it set the other on expiry.
+WAITING = "serving.waiting_for_slot"
+TIMED_OUT = "serving.body_timed_out"
 
 
 class _DisconnectedError(Exception):
@@ -109,7 +113,6 @@ class ServingApp:
             queue=settings.large_queue,
             wait_s=settings.queue_timeout_s,
         )
-        self.deadlines = Deadlines(settings.body_timeout_s)
         self._pool: ThreadPoolExecutor | None = None
         self._started = False
 
@@ -137,7 +140,6 @@ class ServingApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 _log.info("shutting down: in-flight requests have completed")
-                self.deadlines.close()
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
                 await send({"type": "lifespan.shutdown.complete"})
@@ -176,7 +178,7 @@ class ServingApp:
                 served = self.state.served
                 if served is None:  # not worth reading a body it cannot serve
                     raise not_ready(self.state)
-                body, large = await self._read_body(receive, length, served.limits)
+                body, large = await self._read_body(scope, receive, length, served.limits)
                 body_read = True
             request = Request(
                 method, path, body, content_type, request_id, header_length, match.version
@@ -193,8 +195,9 @@ class ServingApp:
                 response = handler(request)
         except ServingError as exc:
             response = _error(exc, oip=path.startswith("/v2"), allowed=allowed)
-        except _DisconnectedError:
-            self._finish(method, path, template, 499, request_id, started)
+        except _DisconnectedError:  # or cut off by the body deadline, which answered 408
+            status = 408 if scope.get(TIMED_OUT) else 499
+            self._finish(method, path, template, status, request_id, started)
             return
         except MemoryError:  # an allocation the bounds let through: the request's fault
             _log.warning("out of memory on %s %s (request %s)", method, path, request_id)
@@ -216,32 +219,24 @@ class ServingApp:
         self._finish(method, path, template, response.status, request_id, started)
 
     async def _read_body(
-        self, receive: Receive, length: bytes | None, limits: Limits
+        self, scope: Scope, receive: Receive, length: bytes | None, limits: Limits
     ) -> tuple[bytes, bool]:
         """The whole body, and whether it is large (then a gate slot is held for the caller
-        to release after predicting). Refused before reading from Content-Length, past the
-        byte limit while reading, and past the body deadline (which does not run while the
-        request waits for a slot: that wait is the server's, not the client's)."""
+        to release after predicting). Refused before reading from Content-Length, and past
+        the byte limit while reading. The body deadline is the server's (serving.server); it
+        does not run while the request waits for a slot, which ``WAITING`` tells it."""
         limit = limits.max_body_bytes
         declared = int(length) if length is not None and length.isdigit() else None
         if declared is not None and declared > limit:
             raise _too_large(declared, limits)
         large = declared is not None and declared > limits.large_body_bytes
         if large:
-            await self.gate.acquire()
-        task: Any = asyncio.current_task()
-        deadlines = self.deadlines
-        deadlines.start(task)
+            await self._slot(scope)
         chunks: list[bytes] = []
         size = 0
         try:
             while True:
-                try:
-                    message = await receive()
-                except asyncio.CancelledError:
-                    if deadlines.expired(task):
-                        raise _body_timeout(size, declared, deadlines.seconds) from None
-                    raise
+                message = await receive()
                 if message["type"] == "http.disconnect":
                     raise _DisconnectedError
                 chunk: bytes = message.get("body", b"")
@@ -252,17 +247,19 @@ class ServingApp:
                 if not message.get("more_body", False):
                     return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), large
                 if not large and size > limits.large_body_bytes:  # chunked: no length given
-                    left = deadlines.remaining(task)
-                    deadlines.stop(task)
-                    await self.gate.acquire()
+                    await self._slot(scope)
                     large = True
-                    deadlines.start(task, seconds=left)
         except BaseException:
             if large:
                 self.gate.release()
             raise
+
+    async def _slot(self, scope: Scope) -> None:
+        scope[WAITING] = True
+        try:
+            await self.gate.acquire()
         finally:
-            deadlines.stop(task)
+            scope[WAITING] = False
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -312,14 +309,6 @@ def _too_large(size: int, limits: Limits) -> ServingError:
     return ServingError.too_large(
         f"the body has {size} bytes or more; this server takes at most {limits.max_body_bytes}"
         f"{why}: set SERVING_MAX_BODY_BYTES to change it"
-    )
-
-
-def _body_timeout(size: int, declared: int | None, seconds: float) -> ServingError:
-    of = f" of {declared}" if declared is not None else ""
-    return ServingError.body_timeout(
-        f"the body did not arrive within {seconds:g} s ({size}{of} bytes received): "
-        "SERVING_BODY_TIMEOUT_S"
     )
 
 

@@ -44,11 +44,6 @@ class ServingError(Exception):
         return cls(413, "REQUEST_LIMIT_EXCEEDED", message)
 
     @classmethod
-    def body_timeout(cls, message: str) -> ServingError:
-        """The client did not send the whole body in time (the rest is never read)."""
-        return cls(408, "REQUEST_TIMEOUT", message)
-
-    @classmethod
     def busy(cls, message: str, *, retry_after_s: int) -> ServingError:
         """Every slot for large requests is taken and the queue is full or waited too long."""
         headers = ((b"retry-after", str(retry_after_s).encode()),)

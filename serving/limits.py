@@ -26,7 +26,7 @@ rest get 503 with ``Retry-After``. So requests in flight take at most about
 (:meth:`Limits.worst_case_bytes`; the server warns at start-up when its container's memory
 limit is below that), and liveness answers while a 10,000-row batch is parsed. A thread hop
 costs more than a 1-row request, which stays on the loop. Clients that send slowly are cut off
-by :class:`Deadlines` (408).
+by :class:`serving.server.GuardedProtocol` (408).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import asyncio
 import ctypes
 import ctypes.util
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,6 @@ from pathlib import Path
 from serving.errors import ServingError
 
 __all__ = [
-    "Deadlines",
     "Gate",
     "Limits",
     "container_memory_limit",
@@ -54,8 +52,9 @@ __all__ = [
 ]
 
 #: Bytes a value may take on the wire beyond its column name: the longest float64 repr
-#: ("-2.2250738585072014e-308", 24), "": " and ", ", a newline and 8 spaces of indentation.
-VALUE_BYTES = 40
+#: ("-2.2250738585072014e-308", 24), "": " and ", ", a newline and 20 spaces of indentation
+#: (records indented by 4 put 12 before each key).
+VALUE_BYTES = 48
 #: Per row: braces or brackets, separators, its newline, a pandas index entry.
 ROW_BYTES = 24
 #: Keys, the column list, ``params``, V2 tensor headers.
@@ -215,54 +214,3 @@ class Gate:
     def release(self) -> None:
         self.taken -= 1
         self._semaphore.release()
-
-
-class Deadlines:
-    """Body-read deadlines for tasks, enforced by one reaper task that ticks while any deadline
-    is pending: registering costs a dictionary insert, where a timer per request would cost a
-    timer heap entry (measurable on 1-row requests). A task past its deadline is cancelled,
-    and :meth:`expired` tells that cancellation from any other."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._tick = min(1.0, seconds / 4)
-        self._due: dict[asyncio.Task[object], float] = {}
-        self._expired: set[asyncio.Task[object]] = set()
-        self._reaper: asyncio.Task[None] | None = None
-
-    def start(self, task: asyncio.Task[object], *, seconds: float | None = None) -> None:
-        self._due[task] = time.monotonic() + (self.seconds if seconds is None else seconds)
-        if self._reaper is None:
-            self._reaper = asyncio.get_running_loop().create_task(self._reap())
-
-    def remaining(self, task: asyncio.Task[object]) -> float:
-        return max(0.0, self._due.get(task, 0.0) - time.monotonic())
-
-    def stop(self, task: asyncio.Task[object]) -> None:
-        self._due.pop(task, None)
-        self._expired.discard(task)
-
-    def expired(self, task: asyncio.Task[object]) -> bool:
-        """True once, for a task this reaper cancelled (which is then uncancelled)."""
-        if task in self._expired:
-            self._expired.discard(task)
-            task.uncancel()
-            return True
-        return False
-
-    async def _reap(self) -> None:
-        try:
-            while self._due:
-                await asyncio.sleep(self._tick)
-                now = time.monotonic()
-                for task, due in list(self._due.items()):
-                    if due <= now:
-                        del self._due[task]
-                        self._expired.add(task)
-                        task.cancel()
-        finally:
-            self._reaper = None
-
-    def close(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()

@@ -8,12 +8,13 @@ shutdown, and exit 0.
 
 Connections are bounded here, where uvicorn leaves them open (:class:`GuardedProtocol`):
 
-* a request's line and headers must arrive within ``SERVING_HEADER_TIMEOUT_S`` of the
-  connection (or of the request's first byte), else 408 and the connection is closed: uvicorn
-  has no such deadline, and its keep-alive timer restarts on every byte, so a client dripping
-  a header a second held a connection forever;
-* the request line and headers may hold :data:`MAX_HEAD_BYTES` (URL: 414, headers: 431):
-  uvicorn keeps every header, and 110 MB of headers cost the process 255 MB;
+* a request's line and headers must arrive within ``SERVING_HEADER_TIMEOUT_S`` (+1 s) of the
+  connection or of the request's first byte, and its body within ``SERVING_BODY_TIMEOUT_S``
+  (+1 s) of its headers, else 408 and the connection is closed (closed quietly if it never
+  sent a byte): uvicorn has no such deadlines, and its keep-alive timer restarts on every
+  byte, so a client dripping a byte a second held a connection forever;
+* the request line and headers may hold :data:`MAX_HEAD_BYTES`, else 431: uvicorn keeps
+  every header, and 110 MB of headers cost the process 255 MB;
 * past ``SERVING_MAX_CONNECTIONS`` open connections a request answers 503 with
   ``Retry-After`` (uvicorn's ``limit_concurrency``, in the JSON envelope), except the health
   routes, which cost microseconds and must answer an orchestrator; past that plus
@@ -34,7 +35,7 @@ import os
 import signal
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httptools
 import uvicorn
@@ -42,7 +43,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from serving.app import ServingApp, create_app
+from serving.app import TIMED_OUT, WAITING, ServingApp, create_app
 from serving.codec import dumps
 from serving.logs import configure_logging
 from serving.settings import Settings
@@ -54,6 +55,7 @@ MAX_HEAD_BYTES = 64 * 1024
 #: Connections beyond SERVING_MAX_CONNECTIONS kept for health probes before new ones are closed.
 HEALTH_RESERVE = 64
 _HEALTH = frozenset((b"/v2/health/live", b"/v2/health/ready", b"/ping", b"/health"))
+_FRESH = object()
 
 
 def _canned(status: int, reason: str, code: str, message: str, *extra: bytes) -> bytes:
@@ -90,14 +92,23 @@ async def _busy(scope: Any, receive: Any, send: Any) -> None:
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header deadline, a header size bound, a hard cap on
     connections and health routes exempt from the concurrency limit (module docstring).
-    :meth:`configure` sets the bounds from the settings, in each worker process."""
+    :meth:`configure` sets the bounds from the settings, in each worker process.
+
+    A well-formed request costs one attribute check more than uvicorn's own: deadlines are
+    kept by one sweeper task per server (a check a second over the open connections), not a
+    timer per request, and the head is measured per chunk that leaves it incomplete, not per
+    header (the parser callbacks run once per header of every request).
+    """
 
     header_timeout_s: ClassVar[float] = 5.0
+    body_timeout_s: ClassVar[float] = 10.0
     max_connections: ClassVar[int | None] = None
+    _sweepers: ClassVar[dict[int, asyncio.Task[None]]] = {}
 
     @classmethod
     def configure(cls, settings: Settings) -> None:
         cls.header_timeout_s = settings.header_timeout_s
+        cls.body_timeout_s = settings.body_timeout_s
         cls.max_connections = settings.max_connections
 
     def __init__(
@@ -109,10 +120,11 @@ class GuardedProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.limit_concurrency = None  # applied in on_headers_complete, health routes excepted
-        self._head_bytes = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._in_head = False  # between a request's first byte and its last header
         self._refused = False
+        self._head_scope: object = None  # the request whose head is being measured
+        self._head_bytes = 0  # of reads that left it incomplete
+        self._read = 0  # bytes of the read being parsed
+        self._watched: tuple[object, float] | None = None  # (state seen, since) by the sweeper
 
     # -- connection ----------------------------------------------------------------------
 
@@ -121,27 +133,26 @@ class GuardedProtocol(HttpToolsProtocol):
         if cap is not None and len(self.connections) >= cap + HEALTH_RESERVE:
             self.transport = transport
             self._refuse(
-                _canned(
-                    503,
-                    "Service Unavailable",
-                    "TEMPORARILY_UNAVAILABLE",
-                    "too many open connections (SERVING_MAX_CONNECTIONS); retry later",
-                    b"retry-after: 1",
-                )
+                503,
+                "Service Unavailable",
+                "TEMPORARILY_UNAVAILABLE",
+                "too many open connections (SERVING_MAX_CONNECTIONS); retry later",
+                b"retry-after: 1",
             )
             return
         super().connection_made(transport)
-        self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
+        key = id(self.server_state)
+        if key not in self._sweepers:
+            self._sweepers[key] = self.loop.create_task(_sweep(self.server_state))
 
     def data_received(self, data: bytes) -> None:
-        """uvicorn's, except that a request this class refused gets its own answer, not 400."""
+        """uvicorn's, then: a head still incomplete after this read counts it against
+        :data:`MAX_HEAD_BYTES`, so an endless head is cut off within a read of the bound; a
+        head that completes is measured exactly (:meth:`on_headers_complete`)."""
         if self._refused:
             return
         self._unset_keepalive_if_required()
+        self._read = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:  # _Refused, from a callback, arrives wrapped in one
@@ -150,38 +161,27 @@ class GuardedProtocol(HttpToolsProtocol):
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self.send_400_response(msg)
+            return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
-
-    # -- parser callbacks ----------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_bytes = 0
-        self._in_head = True
-        if self._head_timer is None:
-            self._arm()
-
-    def on_url(self, url: bytes) -> None:
-        self._head_bytes += len(url)
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse_head(414, "URI Too Long", "URI_TOO_LONG", "the URL")
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse_head(
-                431, "Request Header Fields Too Large", "HEADERS_TOO_LARGE", "the headers"
-            )
-        super().on_header(name, value)
+            return
+        if self.scope is not None and (self.cycle is None or self.cycle.scope is not self.scope):
+            if self._head_scope is not self.scope:
+                self._head_scope, self._head_bytes = self.scope, 0
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse_head()
 
     def on_headers_complete(self) -> None:
-        self._disarm()
-        self._in_head = False
+        if self._read > MAX_HEAD_BYTES or self._head_bytes:  # else the head fits in a read
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            self._head_bytes = 0
+            if size > MAX_HEAD_BYTES:
+                self._refuse_head()
+                raise _Refused  # stops the parser before the app is called
         cap = self.max_connections
         if (
             cap is not None
@@ -198,59 +198,83 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # -- bounds --------------------------------------------------------------------------
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
-
-    def _disarm(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timeout(self) -> None:
-        self._head_timer = None
-        if self.transport is None or self.transport.is_closing():
+    def sweep(self, now: float) -> None:
+        """Called about once a second: close a connection that has waited too long for what
+        its client owes: a request's line and headers, or (fresh) anything, for
+        SERVING_HEADER_TIMEOUT_S; a body the app is reading, for SERVING_BODY_TIMEOUT_S
+        (not while the app waits for a slot to read it: that wait is the server's)."""
+        if self._refused or self.transport is None or self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._arm()  # a pipelined request waits behind one in flight: look again later
+        cycle = self.cycle
+        state: object
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body or cycle.response_started or cycle.scope.get(WAITING):
+                self._watched = None  # not waiting for the client
+                return
+            state, timeout = cycle, self.body_timeout_s
+        elif self.scope is None:
+            state, timeout = _FRESH, self.header_timeout_s  # connected, not a byte yet
+        elif cycle is None or cycle.scope is not self.scope:
+            state, timeout = self.scope, self.header_timeout_s  # inside a request's head
+        else:
+            self._watched = None  # idle between requests: uvicorn's keep-alive timer
             return
-        if not self._in_head:  # connected, never sent a byte: close quietly, as nginx does
+        if self._watched is None or self._watched[0] is not state:
+            self._watched = (state, now)
+            return
+        if now - self._watched[1] < timeout:
+            return
+        if state is _FRESH:  # never sent a byte: close quietly, as nginx does
             self._refused = True
             self.transport.close()
-            return
-        self._refuse(
-            _canned(
+        elif state is cycle and cycle is not None:
+            cast(dict[str, Any], cycle.scope)[TIMED_OUT] = True  # for the app's log and metrics
+            cycle.disconnected = True  # the app's next receive() says so, and it stops
+            cycle.message_event.set()
+            self._refuse(
                 408,
                 "Request Timeout",
                 "REQUEST_TIMEOUT",
-                f"the request line and headers did not arrive within {self.header_timeout_s:g}"
-                " s (SERVING_HEADER_TIMEOUT_S)",
+                f"the body did not arrive within {timeout:g} s (SERVING_BODY_TIMEOUT_S)",
             )
-        )
+        else:
+            self._refuse(
+                408,
+                "Request Timeout",
+                "REQUEST_TIMEOUT",
+                f"the request line and headers did not arrive within {timeout:g} s "
+                "(SERVING_HEADER_TIMEOUT_S)",
+            )
 
-    def _refuse_head(self, status: int, reason: str, code: str, what: str) -> None:
+    def _refuse_head(self) -> None:
         self._refuse(
-            _canned(
-                status,
-                reason,
-                code,
-                f"{what} passed {MAX_HEAD_BYTES} bytes, the most this server reads before a body",
-            )
+            431,
+            "Request Header Fields Too Large",
+            "HEADERS_TOO_LARGE",
+            f"the request line and headers passed {MAX_HEAD_BYTES} bytes, the most this "
+            "server reads before a body",
         )
-        raise _Refused  # stops the parser; data_received knows why
 
-    def _refuse(self, response: bytes) -> None:
+    def _refuse(self, status: int, reason: str, code: str, message: str, *extra: bytes) -> None:
+        """Answer ``status`` straight on the socket and close the connection."""
         self._refused = True
-        self._disarm()
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.disconnected = True  # the request in flight cannot answer any more
-            self.cycle.message_event.set()
-        self.transport.write(response)
+        self.transport.write(_canned(status, reason, code, message, *extra))
         self.transport.close()
 
 
 class _Refused(Exception):
-    """Raised inside a parser callback to stop parsing a refused request."""
+    """Raised in a parser callback to stop parsing a request already answered."""
+
+
+async def _sweep(state: ServerState) -> None:
+    """One per server: the deadlines of every connection, once a second."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(1.0)
+        now = loop.time()
+        for connection in list(state.connections):
+            if isinstance(connection, GuardedProtocol):
+                connection.sweep(now)
 
 
 def serve(*, model_dir: Path, host: str, port: int) -> None:

@@ -17,6 +17,7 @@ binary.
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -27,7 +28,7 @@ import numpy.typing as npt
 from serving.card import ModelCard
 from serving.codec import decode_json, dumps
 from serving.errors import ServingError
-from serving.schema import InputSchema, Matrix
+from serving.schema import InputSchema, Matrix, packed
 
 __all__ = ["OUTPUTS", "InferRequest", "infer_response", "model_metadata", "parse_infer"]
 
@@ -159,11 +160,10 @@ def _tensor(
             + ("ragged" if held < 0 else f"{held} values")
         )
     try:
-        sum(values)  # one C loop: a string, null, list or object raises TypeError
+        array = packed(values, tuple(shape))
         if booleans and any(type(v) is bool for v in _flat(data, nested)):
             raise TypeError
-        array = np.array(data, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, struct.error, OverflowError):
         raise ServingError.invalid(
             f"{where} ({name!r}).data must hold only numbers for datatype {datatype}"
         ) from None
@@ -173,7 +173,7 @@ def _tensor(
             raise ServingError.invalid(
                 f"{where} ({name!r}): datatype {datatype} but data holds fractions"
             )
-    return array.reshape(shape), offset
+    return array, offset
 
 
 def _flat(data: list[Any], nested: bool) -> Any:
