@@ -36,6 +36,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="JSON file of the image's labels; /metadata must agree with them",
     )
     group.addoption(
+        "--container",
+        default=os.environ.get("CONTRACT_CONTAINER"),
+        help=(
+            "id or name of the Docker container serving --base-url (or CONTRACT_CONTAINER): "
+            "tests/hostile then also checks it was never OOM-killed or restarted and records "
+            "its peak memory per case"
+        ),
+    )
+    group.addoption(
         "--contract-params",
         default="params.yaml",
         type=Path,
@@ -44,7 +53,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """tests/contract needs a server: collected only when --base-url (or the env var) is set."""
-    if collection_path == ROOT / "tests" / "contract":
+    """tests/contract and tests/hostile need a server: collected only when --base-url (or the
+    env var) is set."""
+    if collection_path in (ROOT / "tests" / "contract", ROOT / "tests" / "hostile"):
         return config.getoption("--base-url") is None
     return None

@@ -31,7 +31,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ArtifactError, MissingInputError
 from serving import card as serving_card
@@ -279,8 +279,38 @@ class TestedModel(Record):
     sha256: str
 
 
+class HostileCase(Record):
+    """One case of tests/hostile: what the server answered, and how it came out of it."""
+
+    name: str
+    statuses: dict[str, int]  # status (or "closed") -> answers
+    seconds: float
+    liveness_max_ms: float  # slowest /v2/health/live answer while the case ran
+    liveness_probes: int
+    ready: int  # /v2/health/ready after the case
+    golden: bool  # a golden row got the validated label after the case
+    survived: bool  # all of the above held, and the container's own checks
+    problems: list[str]
+    peak_mb: float | None = None  # the container's memory high-water mark (None: no container)
+    peak_since: str | None = None  # "case start" (reset before the case) or "container start"
+    memory_source: str | None = None
+    memory_limit_mb: float | None = None
+    container: dict[str, Any] | None = None  # status, oom_killed, restarts after the case
+
+
+class HostileReport(Record):
+    """The hostile-input suite's part of the evidence: every case, and whether all of them
+    passed (a test of the suite that failed for any other reason fails it too)."""
+
+    passed: bool
+    cases: list[HostileCase]
+    peak_mb: float | None  # the highest case peak
+    memory_limit_mb: float | None
+
+
 class ContractReport(Record):
-    """The evidence `pipeline contract-test` writes (docs/contract-report.md)."""
+    """The evidence `pipeline contract-test` writes (docs/contract-report.md). A passing
+    verdict requires a passing hostile-input section."""
 
     schema_: Literal["gitops-ml-pipeline/contract-report/v1"] = Field(alias="schema")
     verdict: Literal["pass", "fail"]
@@ -296,8 +326,20 @@ class ContractReport(Record):
     checks: dict[str, dict[str, int]]
     failed: list[str]
     tools: dict[str, str]
+    hostile: HostileReport | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _pass_needs_hostile(self) -> ContractReport:
+        if self.verdict == "pass" and (
+            self.hostile is None or not self.hostile.passed or not self.hostile.cases
+        ):
+            raise ValueError(
+                "verdict 'pass' needs a passing 'hostile' section (tests/hostile): this report "
+                "was written without it, or by an older pipeline; run `pipeline contract-test`"
+            )
+        return self
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -399,7 +399,7 @@ def ab_conclude(
     settings = _run(config.load_settings)
     name = _run(lambda: _environment(env))
     if winner not in ("a", "b"):
-        _run(lambda: _refuse(f"--winner must be a or b (got {winner!r})"))
+        _run(lambda: _bad_option(f"--winner must be a or b (got {winner!r})"))
     done, outcome = _run(
         lambda: lifecycle.conclude(settings, env=name, winner=winner, note=note)  # type: ignore[arg-type]
     )
@@ -490,7 +490,7 @@ def ab_report(
     out.print(f"{decision.decision}: wrote {png} and {page}", soft_wrap=True)
 
 
-def _refuse(message: str) -> None:
+def _bad_option(message: str) -> None:
     raise ConfigError(message)
 
 

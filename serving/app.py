@@ -21,9 +21,20 @@ table dispatches here and generates ``/openapi.json`` and ``/docs``). What they 
 
 Errors: always JSON ``{"error_code": ..., "message": ...}`` (V2 routes add ``"error"``) naming
 the offending field, column or row. Invalid JSON, wrong format, missing/unknown/repeated
-columns, wrong types, NaN/inf, empty batch -> 400; more than ``SERVING_MAX_ROWS`` rows or
-``SERVING_MAX_BODY_BYTES`` bytes -> 413; Content-Type other than JSON/CSV -> 415; unknown
-route -> 404; wrong method -> 405; model not ready -> 503. Bad input never yields a 5xx.
+columns, wrong types, NaN/inf, empty batch -> 400; more than ``SERVING_MAX_ROWS`` rows,
+``SERVING_MAX_BODY_BYTES`` bytes or what parsing the body would take -> 413 (so is a request
+that runs out of memory: ``MemoryError`` is never a 500); Content-Type other than JSON/CSV ->
+415; unknown route -> 404; wrong method -> 405; model not ready -> 503. Bad input never yields
+a 5xx.
+
+Hostile and oversized input (:mod:`.limits`): a body is bounded before it is read (413 from
+``Content-Length``), while it is read (413 past the limit; 408 past ``SERVING_BODY_TIMEOUT_S``,
+kept by :mod:`.server`), and before it is parsed (413 past ``SERVING_MAX_PARSE_BYTES``). A body
+larger than ``SERVING_LARGE_BODY_BYTES`` waits for a slot before it is read, and is parsed and
+predicted in a thread, so liveness answers meanwhile; with every slot taken and the queue
+full, or after ``SERVING_QUEUE_TIMEOUT_S``: 503 with ``Retry-After``. An answer that leaves
+part of a body unread closes the connection. Connections, headers and idle keep-alive are
+bounded in :mod:`.server`.
 
 Every response carries ``X-Request-ID`` (the client's, if it sent a sane one, else generated)
 and produces one JSON access-log line (``serving.access``): method, path, status,
@@ -37,12 +48,23 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from serving.codec import dumps
 from serving.errors import ServingError
-from serving.handlers import JSON, Handler, Handlers, Request, Response, Served, prepare
+from serving.handlers import (
+    JSON,
+    Handler,
+    Handlers,
+    Request,
+    Response,
+    Served,
+    not_ready,
+    prepare,
+)
+from serving.limits import Gate, Limits, release_memory
 from serving.loader import LoadedModel, ModelState
 from serving.metrics import Metrics
 from serving.routes import Router
@@ -57,6 +79,11 @@ Send = Callable[[Message], Awaitable[None]]
 
 _log = logging.getLogger("serving")
 _access = logging.getLogger("serving.access")
+_CLOSE = (b"connection", b"close")
+#: Scope keys shared with serving.server's protocol: the body deadline does not run while a
+#: request waits for a slot (the server's wait, not the client's); it set the other on expiry.
+WAITING = "serving.waiting_for_slot"
+TIMED_OUT = "serving.body_timed_out"
 
 
 class _DisconnectedError(Exception):
@@ -81,6 +108,12 @@ class ServingApp:
         self.state = ModelState(model_dir, settings=settings, prepare=ready)
         self.handlers = Handlers(state=self.state, metrics=self.metrics)
         self.router: Router[Handler] = Router(lambda route: getattr(self.handlers, route.handler))
+        self.gate = Gate(
+            slots=settings.large_requests,
+            queue=settings.large_queue,
+            wait_s=settings.queue_timeout_s,
+        )
+        self._pool: ThreadPoolExecutor | None = None
         self._started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,6 +140,8 @@ class ServingApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 _log.info("shutting down: in-flight requests have completed")
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -117,6 +152,7 @@ class ServingApp:
         method: str = scope["method"]
         path: str = scope["path"]
         content_type = request_id = header_length = length = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
@@ -126,26 +162,47 @@ class ServingApp:
                 length = value
             elif name == b"inference-header-content-length":
                 header_length = value.decode("latin-1")
+            elif name == b"transfer-encoding":
+                chunked = True
         if not request_id or len(request_id) > 200 or not request_id.isprintable():
             request_id = os.urandom(16).hex()  # a uuid4's entropy at a quarter of its cost
         match = self.router.match(method, path)
         template, handler, allowed = match.template, match.handler, match.allowed
+        body_read = False
         try:
             if handler is None:
                 raise _no_route(method, path, allowed)
             body = b""
+            large = False
             if method == "POST":
-                body = await self._read_body(receive, length)
+                served = self.state.served
+                if served is None:  # not worth reading a body it cannot serve
+                    raise not_ready(self.state)
+                body, large = await self._read_body(scope, receive, length, served.limits)
+                body_read = True
             request = Request(
                 method, path, body, content_type, request_id, header_length, match.version,
                 scope["headers"],
             )  # fmt: skip
-            response = handler(request)
+            if large:  # parse and predict off the loop; the slot was taken to read the body
+                try:
+                    loop = asyncio.get_running_loop()
+                    response = await loop.run_in_executor(
+                        self._executor(), _large, handler, request
+                    )
+                finally:
+                    self.gate.release()
+            else:
+                response = handler(request)
         except ServingError as exc:
             response = _error(exc, oip=path.startswith("/v2"), allowed=allowed)
-        except _DisconnectedError:
-            self._finish(method, path, template, 499, request_id, started)
+        except _DisconnectedError:  # or cut off by the body deadline, which answered 408
+            status = 408 if scope.get(TIMED_OUT) else 499
+            self._finish(method, path, template, status, request_id, started)
             return
+        except MemoryError:  # an allocation the bounds let through: the request's fault
+            _log.warning("out of memory on %s %s (request %s)", method, path, request_id)
+            response = _error(_out_of_memory(), oip=path.startswith("/v2"), allowed=allowed)
         except Exception:  # a bug, not bad input: answer 500 and log the traceback
             _log.exception("unhandled error on %s %s (request %s)", method, path, request_id)
             internal = ServingError(500, "INTERNAL_ERROR", f"internal error; request {request_id}")
@@ -156,27 +213,61 @@ class ServingApp:
             (b"x-request-id", request_id.encode("latin-1")),
             *response.headers,
         ]
+        if not body_read and (chunked or (length is not None and length != b"0")):
+            headers.append(_CLOSE)  # the rest of the body is never read: no keep-alive
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
         self._finish(method, path, template, response.status, request_id, started)
 
-    async def _read_body(self, receive: Receive, length: bytes | None) -> bytes:
-        limit = self.settings.max_body_bytes
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise _too_large(int(length), limit)
+    async def _read_body(
+        self, scope: Scope, receive: Receive, length: bytes | None, limits: Limits
+    ) -> tuple[bytes, bool]:
+        """The whole body, and whether it is large (then a gate slot is held for the caller
+        to release after predicting). Refused before reading from Content-Length, and past
+        the byte limit while reading. The body deadline is the server's (serving.server); it
+        does not run while the request waits for a slot, which ``WAITING`` tells it."""
+        limit = limits.max_body_bytes
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > limit:
+            raise _too_large(declared, limits)
+        large = declared is not None and declared > limits.large_body_bytes
+        if large:
+            await self._slot(scope)
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _DisconnectedError
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(size, limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _DisconnectedError
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(size, limits)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), large
+                if not large and size > limits.large_body_bytes:  # chunked: no length given
+                    await self._slot(scope)
+                    large = True
+        except BaseException:
+            if large:
+                self.gate.release()
+            raise
+
+    async def _slot(self, scope: Scope) -> None:
+        scope[WAITING] = True
+        try:
+            await self.gate.acquire()
+        finally:
+            scope[WAITING] = False
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.settings.large_requests, thread_name_prefix="serving-large"
+            )
+        return self._pool
 
     def _finish(
         self, method: str, path: str, template: str, status: int, request_id: str, started: float
@@ -200,15 +291,32 @@ class ServingApp:
             _access.handle(record)
 
 
+def _large(handler: Handler, request: Request) -> Response:
+    """A large request, in a worker thread; then its freed memory goes back to the system."""
+    try:
+        return handler(request)
+    finally:
+        release_memory()
+
+
 def _no_route(method: str, path: str, allowed: tuple[str, ...]) -> ServingError:
     if allowed:
         return ServingError(405, "METHOD_NOT_ALLOWED", f"{method} {path}: use {', '.join(allowed)}")
     return ServingError(404, "ENDPOINT_NOT_FOUND", f"no route {path}; see /docs for the routes")
 
 
-def _too_large(size: int, limit: int) -> ServingError:
+def _too_large(size: int, limits: Limits) -> ServingError:
+    why = " (derived from SERVING_MAX_ROWS and the model's columns)" * limits.body_limit_derived
     return ServingError.too_large(
-        f"the body has {size} bytes; this server takes at most {limit} (SERVING_MAX_BODY_BYTES)"
+        f"the body has {size} bytes or more; this server takes at most {limits.max_body_bytes}"
+        f"{why}: set SERVING_MAX_BODY_BYTES to change it"
+    )
+
+
+def _out_of_memory() -> ServingError:
+    return ServingError.too_large(
+        "this request needs more memory than the server has left; send fewer rows "
+        "(SERVING_MAX_ROWS bounds them), or give the container more memory"
     )
 
 
@@ -216,7 +324,7 @@ def _error(exc: ServingError, *, oip: bool, allowed: tuple[str, ...]) -> Respons
     body: dict[str, str] = {"error_code": exc.error_code, "message": exc.message}
     if oip:
         body["error"] = exc.message
-    response = Response(exc.status, dumps(body), JSON)
+    response = Response(exc.status, dumps(body), JSON, list(exc.headers))
     if exc.status == 405:
         response.headers.append((b"allow", ", ".join(allowed).encode()))
     return response

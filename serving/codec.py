@@ -20,10 +20,13 @@ __all__ = ["decode_json", "dumps"]
 
 def decode_json(body: bytes) -> Any:
     """Parse with orjson; on failure retry with the standard library, which also reads the
-    ``NaN``/``Infinity`` that Python clients emit, so such values are reported by column."""
+    ``NaN``/``Infinity`` that Python clients emit, so such values are reported by column. Only
+    a body that holds those words is parsed twice (the second parse holds the GIL as long)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if b"NaN" not in body and b"Infinity" not in body:
+            raise ServingError.bad_request(f"the body is not valid JSON: {exc}") from None
         try:
             return json.loads(body)
         except (ValueError, RecursionError):

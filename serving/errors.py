@@ -11,13 +11,21 @@ __all__ = ["ModelLoadError", "ServingError", "SettingsError"]
 
 
 class ServingError(Exception):
-    """A request the server refuses, with the HTTP status and envelope to answer with."""
+    """A request the server refuses, with the HTTP status and envelope to answer with, and
+    ``headers`` to send with it (``Retry-After``)."""
 
-    def __init__(self, status: int, error_code: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        error_code: str,
+        message: str,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_code = error_code
         self.message = message
+        self.headers = headers
 
     @classmethod
     def bad_request(cls, message: str) -> ServingError:
@@ -31,8 +39,15 @@ class ServingError(Exception):
 
     @classmethod
     def too_large(cls, message: str) -> ServingError:
-        """More rows or bytes than the server is configured to take in one request."""
+        """More rows, bytes or JSON values than the server is configured to take in one
+        request; the message names the limit and the setting that raises it."""
         return cls(413, "REQUEST_LIMIT_EXCEEDED", message)
+
+    @classmethod
+    def busy(cls, message: str, *, retry_after_s: int) -> ServingError:
+        """Every slot for large requests is taken and the queue is full or waited too long."""
+        headers = ((b"retry-after", str(retry_after_s).encode()),)
+        return cls(503, "TEMPORARILY_UNAVAILABLE", message, headers)
 
     @classmethod
     def unsupported_media(cls, message: str) -> ServingError:

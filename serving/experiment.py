@@ -69,7 +69,7 @@ class Exposures:
         experiment: str,
         user_header: str,
         model_version: str,
-        classes: Sequence[int | str],
+        classes: Sequence[int | str | float],
     ) -> None:
         self.enabled = bool(variant)
         self.variant = variant

@@ -1,12 +1,15 @@
 """Route handlers: each takes a fully read :class:`Request` and returns a :class:`Response`.
 
 Handlers are synchronous on purpose: a 1-row prediction costs microseconds with onnxruntime,
-less than a hop to a thread pool would. Everything derived from the model (schema, metadata,
-OpenAPI, docs) is computed once, in the loader thread, before readiness flips.
+less than a hop to a thread pool would; the app runs them in a thread only for large bodies
+(:mod:`serving.limits`), so they must stay thread-safe (onnxruntime sessions are). Everything
+derived from the model (schema, limits, metadata, OpenAPI, docs) is computed once, in the
+loader thread, before readiness flips.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,6 +18,7 @@ from serving.codec import dumps
 from serving.docs import docs_page
 from serving.errors import ServingError
 from serving.experiment import Exposures
+from serving.limits import Limits, container_memory_limit
 from serving.loader import LoadedModel, ModelState
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import Metrics
@@ -24,8 +28,9 @@ from serving.protocols.mlflow import parse_invocation, predictions
 from serving.schema import Batch, Columns, InputSchema
 from serving.settings import Settings
 
-__all__ = ["Handler", "Handlers", "Request", "Response", "Served", "prepare"]
+__all__ = ["Handler", "Handlers", "Request", "Response", "Served", "not_ready", "prepare"]
 
+_log = logging.getLogger("serving")
 JSON = b"application/json"
 SERVER_NAME = "pipeline-serving"
 SERVER_VERSION = "1"
@@ -56,6 +61,7 @@ class Response:
 class Served:
     loaded: LoadedModel
     schema: InputSchema
+    limits: Limits
     metadata: bytes
     v2_model: bytes
     openapi: bytes
@@ -70,7 +76,18 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
     """Everything the handlers need from the loaded model, built once in the loader thread
     before readiness flips."""
     card, runtime = loaded.card, loaded.runtime
-    schema = InputSchema(card.features, max_rows=settings.max_rows)
+    schema = InputSchema(
+        card.features, max_rows=settings.max_rows, max_parse_bytes=settings.max_parse_bytes
+    )
+    limits = Limits.derive(
+        card.feature_names,
+        text_bytes=schema.text_bytes,
+        max_rows=settings.max_rows,
+        max_body_bytes=settings.max_body_bytes,
+        large_body_bytes=settings.large_body_bytes,
+        large_requests=settings.large_requests,
+    )
+    _check_memory(limits, schema)
     facts = asdict(card)
     facts.pop("features")
     metadata = {
@@ -85,6 +102,23 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
             "probability_tolerance": runtime.tolerance,
             "golden_max_abs_diff": loaded.golden_max_abs_diff,
             "probability_datatype": runtime.probability_datatype,
+        },
+        # What a client may send and how long it may take (serving.settings, serving.limits).
+        "limits": {
+            "max_rows": settings.max_rows,
+            "max_body_bytes": limits.max_body_bytes,
+            "max_body_bytes_derived": limits.body_limit_derived,
+            "max_parse_bytes": schema.max_parse_bytes,
+            "max_parse_bytes_derived": schema.parse_budget_derived,
+            "max_csv_record_chars": schema.max_csv_record_chars,
+            "large_body_bytes": settings.large_body_bytes,
+            "large_requests": settings.large_requests,
+            "large_queue": settings.large_queue,
+            "queue_timeout_s": settings.queue_timeout_s,
+            "body_timeout_s": settings.body_timeout_s,
+            "header_timeout_s": settings.header_timeout_s,
+            "keepalive_timeout_s": settings.keepalive_timeout_s,
+            "max_connections": settings.max_connections,
         },
     }
     v2 = oip.model_metadata(
@@ -108,6 +142,7 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
     return Served(
         loaded=loaded,
         schema=schema,
+        limits=limits,
         metadata=dumps(metadata),
         v2_model=dumps(v2),
         openapi=dumps(document),
@@ -122,6 +157,26 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
     )
 
 
+def _check_memory(limits: Limits, schema: InputSchema) -> None:
+    """Say at start-up when the container's memory cannot hold the worst case the limits let
+    in: the fix is a setting, better read in the log than learnt from the OOM killer."""
+    need = limits.worst_case_bytes(schema.max_parse_bytes)
+    have = container_memory_limit()
+    if have is not None and need > have - 96 * 2**20:
+        _log.warning(
+            "the memory limit (%d MiB) may not hold %d large requests at their limits (%d MiB, "
+            "plus ~96 MiB for the server itself): lower SERVING_LARGE_REQUESTS, "
+            "SERVING_MAX_BODY_BYTES or SERVING_MAX_PARSE_BYTES, or raise the limit",
+            have // 2**20,
+            limits.large_requests,
+            need // 2**20,
+        )
+
+
+def not_ready(state: ModelState[Served]) -> ServingError:
+    return ServingError.not_ready(f"model not ready: {state.error or 'the model is still loading'}")
+
+
 class Handlers:
     """One method per route of :data:`serving.routes.ROUTES` (the table names them)."""
 
@@ -132,8 +187,7 @@ class Handlers:
     def _served(self) -> Served:
         served = self.state.served
         if served is None:
-            reason = self.state.error or "the model is still loading"
-            raise ServingError.not_ready(f"model not ready: {reason}")
+            raise not_ready(self.state)
         return served
 
     # -- MLflow scoring protocol -----------------------------------------------------------

@@ -7,6 +7,15 @@ the card's order, or a 4xx :class:`ServingError` whose message names the offendi
 or field. The fast path (well-formed numeric rows) costs a couple of C-level conversions; the
 per-value inspection runs only to explain a rejection.
 
+Bounded before allocated (a stranger's body must not choose how much memory it costs): the row
+count is checked first (CSV: counted while reading, stopping at ``max_rows + 1``), then every
+row's width; then values are packed as float64 straight into a matrix allocated for exactly
+``rows x columns`` (``struct.pack_into``: one C loop that refuses strings, null, lists and
+objects, and takes half the time numpy's inference did). numpy never infers a dtype from
+untrusted input (``np.array(rows)`` with one long string in it asks for
+``rows x columns x length x 4`` bytes). Messages quote at most :data:`SHOWN_CHARS` of a
+value and :data:`SHOWN_ITEMS` names, whatever the request holds.
+
 Typed columns (a model with categorical columns, or with columns where nulls are allowed) take
 the typed path instead (:meth:`InputSchema._typed`): each column is checked against its kind and
 built with its declared dtype (never one numpy infers from the request): float64 for numeric
@@ -21,8 +30,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import json
+import struct
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -31,10 +45,17 @@ import numpy.typing as npt
 
 from serving.card import Feature
 from serving.errors import ServingError
+from serving.limits import SCAN_ABOVE_BYTES, derived_parse_budget, json_parse_cost
 
-__all__ = ["MAX_TEXT_LENGTH", "Batch", "Columns", "InputSchema"]
+__all__ = ["MAX_TEXT_LENGTH", "Batch", "Columns", "InputSchema", "Matrix", "packed"]
 
 Matrix = npt.NDArray[np.float64]
+#: The longest CSV cell a numeric column takes: a float64 repr is at most 24 characters; the
+#: rest is room for quotes and padding.
+MAX_CELL_CHARS = 64
+SHOWN_CHARS = 60
+SHOWN_ITEMS = 10
+_FLOAT_MAX = sys.float_info.max
 #: The longest value a categorical column takes, in characters.
 MAX_TEXT_LENGTH = 1024
 _NONE = type(None)
@@ -61,7 +82,9 @@ Batch = Matrix | Columns
 class InputSchema:
     """Feature columns in model order, with converters from each wire format to a matrix."""
 
-    def __init__(self, features: Sequence[Feature], *, max_rows: int) -> None:
+    def __init__(
+        self, features: Sequence[Feature], *, max_rows: int, max_parse_bytes: int | None = None
+    ) -> None:
         self.features = tuple(features)
         self.names = tuple(f.name for f in self.features)
         self.names_list = list(self.names)
@@ -77,6 +100,22 @@ class InputSchema:
         self._categories = {
             i: frozenset(f.categories or ()) for i, f in enumerate(self.features) if f.categorical
         }
+        #: the most memory parsing one JSON body may take (serving.limits; None: derived)
+        self.parse_budget_derived = max_parse_bytes is None
+        #: the longest JSON-encoded category, which a cell may hold instead of a number
+        self.text_bytes = max(
+            (len(json.dumps(c)) for f in self.features for c in (f.categories or ())), default=0
+        )
+        self.max_parse_bytes = max_parse_bytes or derived_parse_budget(
+            self.names, max_rows, text_bytes=self.text_bytes
+        )
+        #: the longest CSV record (header or row) this schema can take, in characters: a
+        #: categorical cell may be quoted with every quote doubled
+        header = sum(2 * len(name) + 3 for name in self.names)
+        cells = sum(
+            2 * MAX_TEXT_LENGTH + 3 if f.categorical else MAX_CELL_CHARS for f in self.features
+        )
+        self.max_csv_record_chars = max(header, cells + MAX_CELL_CHARS) + 64
 
     # -- row counts ----------------------------------------------------------------------
 
@@ -89,6 +128,23 @@ class InputSchema:
                 "(SERVING_MAX_ROWS)"
             )
 
+    def check_json(self, body: bytes, what: str) -> None:
+        """413 before parsing when parsing ``body`` may take more memory than this server
+        gives one request (:func:`serving.limits.json_parse_cost`)."""
+        if len(body) <= SCAN_ABOVE_BYTES:
+            return
+        cost = json_parse_cost(body)
+        if cost > self.max_parse_bytes:
+            derived = (
+                f" (derived: twice a full batch of {self.max_rows} rows, SERVING_MAX_ROWS)"
+                * self.parse_budget_derived
+            )
+            raise ServingError.too_large(
+                f"parsing {what} may take {cost // 2**20} MiB: it holds that many JSON arrays, "
+                f"objects, strings or numbers; this server gives one request at most "
+                f"{self.max_parse_bytes // 2**20} MiB{derived}: SERVING_MAX_PARSE_BYTES"
+            )
+
     # -- wire formats --------------------------------------------------------------------
 
     def from_rows(self, rows: Any, what: str, *, check_booleans: bool) -> Batch:
@@ -99,17 +155,14 @@ class InputSchema:
         if self.typed:
             return self._typed(self._transpose(rows, what), what)
         try:
-            x = np.array(rows)
-        except (ValueError, TypeError):  # ragged or nested beyond rows of scalars
+            if set(map(len, rows)) != {self.width}:
+                raise TypeError
+            x = packed(chain.from_iterable(rows), (len(rows), self.width))
+            if check_booleans and any(type(v) is bool for v in chain.from_iterable(rows)):
+                raise TypeError
+        except (TypeError, struct.error, OverflowError):
             raise self._explain_rows(rows, what) from None
-        if x.ndim != 2 or x.shape[1] != self.width or x.dtype.kind not in "fiu":
-            raise self._explain_rows(rows, what)
-        if check_booleans:  # numpy turns true/false into 1/0 silently; callers know if a body
-            # can hold them at all (b"true"/b"false" absent means no scan is needed)
-            for row in rows:
-                if any(type(v) is bool for v in row):
-                    raise self._explain_rows(rows, what)
-        return self.finish(x.astype(np.float64, copy=False), what)
+        return self.finish(x, what)
 
     def from_records(self, records: Any, what: str, *, check_booleans: bool) -> Batch:
         """A list of ``{column: value}`` objects."""
@@ -126,16 +179,26 @@ class InputSchema:
         return self.from_rows(rows, what, check_booleans=check_booleans)
 
     def from_columns(self, columns: dict[str, Any], what: str, *, check_booleans: bool) -> Batch:
-        """A ``{column: [values]}`` object (TF-serving columnar ``inputs``)."""
+        """A ``{column: [values]}`` object (TF-serving columnar ``inputs``), converted column by
+        column into the matrix (no row objects are built)."""
         self.check_columns(list(columns), what)
         lengths = {len(v) if isinstance(v, list) else -1 for v in columns.values()}
         if len(lengths) != 1 or -1 in lengths:
             raise ServingError.invalid(f"{what}: every column must be a list of the same length")
+        n = lengths.pop()
+        self.check_count(n, what)
         if self.typed:
-            self.check_count(lengths.pop(), what)
             return self._typed([columns[name] for name in self.names], what)
-        rows = list(zip(*(columns[name] for name in self.names), strict=True))
-        return self.from_rows([list(r) for r in rows], what, check_booleans=check_booleans)
+        x = np.empty((n, self.width), dtype=np.float64)
+        for j, name in enumerate(self.names):
+            values = columns[name]
+            try:
+                x[:, j] = packed(values, (n,))
+                if check_booleans and any(type(v) is bool for v in values):
+                    raise TypeError
+            except (TypeError, struct.error, OverflowError):
+                raise self._explain_values(values, name, what) from None
+        return self.finish(x, what)
 
     def from_split(self, split: Any, what: str, *, check_booleans: bool) -> Batch:
         """pandas ``orient="split"``: ``{"columns": [...], "data": [[...]], "index": [...]}``."""
@@ -164,28 +227,58 @@ class InputSchema:
         return np.ascontiguousarray(x[:, [columns.index(name) for name in self.names]])
 
     def from_csv(self, body: bytes) -> Batch:
-        """CSV with a header row; a leading unnamed column (a pandas index) is dropped."""
+        """CSV with a header row; a leading unnamed column (a pandas index) is dropped.
+
+        Read record by record, never all at once: a record longer than
+        ``max_csv_record_chars`` is refused before the csv module splits it into cells, and
+        reading stops at row ``max_rows + 1``."""
+        lines = _Lines(io.BytesIO(body), limit=self.max_csv_record_chars)
+        reader = csv.reader(lines)
+        header: list[str] | None = None
+        cells: list[list[str]] = []
+        skip = empty = 0
         try:
-            text = body.decode("utf-8-sig")
+            for record in reader:
+                lines.used = 0
+                if not record:
+                    empty += 1
+                    if empty > self.max_rows:
+                        raise ServingError.too_large(
+                            f"the CSV body holds more than {self.max_rows} empty lines; this "
+                            f"server takes at most {self.max_rows} rows per request "
+                            "(SERVING_MAX_ROWS)"
+                        )
+                    continue
+                if header is None:
+                    header = [c.strip() for c in record]
+                    skip = 1 if header and header[0] == "" else 0
+                    header = header[skip:]
+                    self.check_columns(header, "CSV header")
+                    continue
+                if len(cells) == self.max_rows:
+                    raise ServingError.too_large(
+                        f"the CSV body holds more than {self.max_rows} rows; this server takes "
+                        f"at most {self.max_rows} per request (SERVING_MAX_ROWS)"
+                    )
+                if len(record) - skip != self.width:
+                    raise ServingError.invalid(
+                        f"CSV row {len(cells)} has {len(record) - skip} values, the header "
+                        f"names {self.width}"
+                    )
+                cells.append(record[skip:] if skip else record)
+        except _RecordTooLong:
+            where = "the CSV header" if header is None else f"CSV row {len(cells)}"
+            raise ServingError.invalid(
+                f"{where} is longer than {self.max_csv_record_chars} characters, the most "
+                f"{self.width} columns take; check the delimiter and the columns"
+            ) from None
         except UnicodeDecodeError as exc:
             raise ServingError.bad_request(f"CSV body is not valid UTF-8: {exc}") from None
-        try:
-            table = [row for row in csv.reader(io.StringIO(text)) if row]
         except csv.Error as exc:
             raise ServingError.bad_request(f"CSV body cannot be parsed: {exc}") from None
-        if not table:
+        if header is None:
             raise ServingError.invalid("empty batch: the CSV body holds no header and no rows")
-        header, rows = [c.strip() for c in table[0]], table[1:]
-        skip = 1 if header and header[0] == "" else 0
-        header = header[skip:]
-        self.check_columns(header, "CSV header")
-        self.check_count(len(rows), "the CSV body")
-        for i, row in enumerate(rows):
-            if len(row) - skip != len(header):
-                raise ServingError.invalid(
-                    f"CSV row {i} has {len(row) - skip} values, the header names {len(header)}"
-                )
-        cells = [row[skip:] for row in rows] if skip else rows
+        self.check_count(len(cells), "the CSV body")
         if self.typed:
             return self._typed_csv(header, cells)
         try:
@@ -194,7 +287,7 @@ class InputSchema:
             for i, row in enumerate(cells):
                 for name, cell in zip(header, row, strict=True):
                     if _float_or_none(cell) is None:
-                        shown = "an empty value" if not cell.strip() else repr(cell)
+                        shown = "an empty value" if not cell.strip() else _shown(cell)
                         raise ServingError.invalid(
                             f"column {name!r} (row {i}): expected a number, got {shown}"
                         ) from None
@@ -223,17 +316,18 @@ class InputSchema:
         return x
 
     def check_columns(self, columns: list[Any], what: str) -> None:
-        names = [c for c in columns if isinstance(c, str)]
-        missing = [name for name in self.names if name not in names]
+        """Exactly the model's columns, each once; linear in the number sent."""
+        counts = Counter(c for c in columns if isinstance(c, str))
+        missing = [name for name in self.names if name not in counts]
         unknown = [c for c in columns if not isinstance(c, str) or c not in self.index]
-        repeated = sorted({c for c in names if names.count(c) > 1})
+        repeated = sorted(c for c, k in counts.items() if k > 1)
         problems = []
         if missing:
-            problems.append(f"missing columns {missing}")
+            problems.append(f"missing columns {_listing(missing)}")
         if unknown:
-            problems.append(f"unknown columns {unknown}")
+            problems.append(f"unknown columns {_listing(unknown)}")
         if repeated:
-            problems.append(f"repeated columns {repeated}")
+            problems.append(f"repeated columns {_listing(repeated)}")
         if problems:
             raise ServingError.invalid(
                 f"{what}: {'; '.join(problems)}. The model takes exactly: {self.names_list}"
@@ -290,7 +384,7 @@ class InputSchema:
                 number = _float_or_none(cell)
                 if number is None:
                     raise ServingError.invalid(
-                        f"column {feature.name!r} (row {i}): expected a number, got {cell!r}"
+                        f"column {feature.name!r} (row {i}): expected a number, got {_shown(cell)}"
                     )
                 parsed.append(number)
             columns.append(parsed)
@@ -339,7 +433,7 @@ class InputSchema:
                     if type(value) not in allowed:
                         raise ServingError.invalid(
                             f"column {feature.name!r} (row {i}) in {what}: expected a number, "
-                            f"got {_kind(value)} {value!r}"
+                            f"got {_kind(value)} {_shown(value)}"
                         )
             try:
                 array = np.array(values, dtype=np.float64)  # None -> NaN: a missing value
@@ -382,7 +476,7 @@ class InputSchema:
                 if type(value) not in allowed:
                     raise ServingError.invalid(
                         f"column {feature.name!r} (row {i}) in {what}: expected a string (one "
-                        f"of the categories), got {_kind(value)} {value!r}"
+                        f"of the categories), got {_kind(value)} {_shown(value)}"
                     )
         texts = [v if v is not None else "" for v in values]
         longest = max(map(len, texts), default=0)
@@ -410,6 +504,13 @@ class InputSchema:
                 return exc
         return ServingError.invalid(f"{what} is not a list of records")
 
+    def _explain_values(self, values: list[Any], name: str, what: str) -> ServingError:
+        for i, value in enumerate(values):
+            problem = _not_a_number(value)
+            if problem:
+                return ServingError.invalid(f"column {name!r} (row {i}) in {what}: {problem}")
+        return ServingError.invalid(f"column {name!r} in {what} is not a list of numbers")
+
     def _explain_rows(self, rows: list[Any], what: str) -> ServingError:
         for i, row in enumerate(rows):
             if isinstance(row, dict):
@@ -427,12 +528,78 @@ class InputSchema:
                     f"in this order: {self.names_list}"
                 )
             for name, value in zip(self.names, row, strict=True):
-                if type(value) not in (int, float):
-                    return ServingError.invalid(
-                        f"column {name!r} (row {i}) in {what}: expected a number, got "
-                        f"{_kind(value)} {value!r}"
-                    )
+                problem = _not_a_number(value)
+                if problem:
+                    return ServingError.invalid(f"column {name!r} (row {i}) in {what}: {problem}")
         return ServingError.invalid(f"{what} is not a list of numeric rows")
+
+
+def packed(values: Any, shape: tuple[int, ...]) -> Matrix:
+    """``values`` (exactly prod(shape) of them) as a float64 array of ``shape``, allocated
+    for exactly that and filled in one C loop that takes only numbers: a string, null, list
+    or object raises struct.error, an int beyond float64 too. Booleans pass as 0/1 (they are
+    ints): callers that may see them check. Unlike ``np.array(values)``, nothing is inferred
+    and nothing else is allocated."""
+    x = np.empty(shape, dtype=np.float64)
+    struct.pack_into(f"{x.size}d", x.data, 0, *values)
+    return x
+
+
+class _RecordTooLong(Exception):
+    """A CSV record passed the schema's character bound."""
+
+
+class _Lines(Iterator[str]):
+    """The physical lines of a UTF-8 CSV body for ``csv.reader``, decoded lazily. ``used``
+    counts the characters of the record being read (the reader resets it after each record);
+    past ``limit`` the next line is refused before csv splits the record into cells, and no
+    line is read beyond what the limit leaves."""
+
+    def __init__(self, raw: io.BytesIO, *, limit: int) -> None:
+        self._text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        self.limit = limit
+        self.used = 0
+
+    def __next__(self) -> str:
+        line = self._text.readline(self.limit - self.used + 1)
+        if not line:
+            raise StopIteration
+        self.used += len(line)
+        if self.used > self.limit:
+            raise _RecordTooLong
+        return line
+
+
+def _not_a_number(value: Any) -> str | None:
+    """Why ``value`` is not a number this schema takes, or None if it is one."""
+    kind = type(value)
+    if kind is float:
+        return None
+    if kind is int:
+        if -_FLOAT_MAX <= value <= _FLOAT_MAX:
+            return None
+        return f"{_shown(value)} is beyond the float64 range"
+    return f"expected a number, got {_kind(value)} {_shown(value)}"
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, at most :data:`SHOWN_CHARS` of it, without building the whole repr of
+    a huge value (a 19 MB string, a list of a million items)."""
+    if isinstance(value, list | dict) and len(value) > SHOWN_ITEMS:
+        return f"{_kind(value)} of {len(value)} items"
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}... ({len(value)} characters)"
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}..."
+
+
+def _listing(items: Sequence[Any]) -> str:
+    """A list for a message: at most :data:`SHOWN_ITEMS` items, each shown within bounds."""
+    shown = ", ".join(_shown(item) for item in items[:SHOWN_ITEMS])
+    more = f", ... and {len(items) - SHOWN_ITEMS} more" if len(items) > SHOWN_ITEMS else ""
+    return f"[{shown}{more}]"
 
 
 def _kind(value: Any) -> str:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import docker
@@ -23,7 +24,7 @@ from docker.utils import parse_repository_tag
 
 from pipeline.errors import ImageError
 
-__all__ = ["Base", "BuildReport", "Container", "Engine", "ImageInfo"]
+__all__ = ["Base", "BuildReport", "Condition", "Container", "Engine", "ImageInfo", "MemoryGauge"]
 
 log = logging.getLogger("pipeline.image.engine")
 START_ENGINE = (
@@ -186,6 +187,16 @@ class Engine:
         report.seconds = time.monotonic() - started
         return report
 
+    def container(self, ref: str) -> Container | None:
+        """An existing container by id or name (None if there is none), e.g. to watch one that
+        another process started."""
+        try:
+            found = self.client.containers.get(ref)
+        except (NotFound, DockerException):
+            return None
+        bindings = next(iter((found.attrs["NetworkSettings"].get("Ports") or {}).values()), None)
+        return Container(found, host_port=int(bindings[0]["HostPort"]) if bindings else 0)
+
     def tag(self, image_id: str, ref: str) -> None:
         repository, tag = parse_repository_tag(ref)
         self.client.api.tag(image_id, repository, tag=tag)
@@ -277,8 +288,20 @@ class Engine:
         return digests.pop()
 
 
+@dataclass(frozen=True)
+class Condition:
+    """What `docker inspect` says about a container's life so far."""
+
+    status: str
+    running: bool
+    oom_killed: bool
+    restarts: int
+    started_at: str
+    exit_code: int
+
+
 class Container:
-    """A running container: where it listens, its state and its log."""
+    """A running container: where it listens, its state, its memory and its log."""
 
     def __init__(self, container: Any, *, host_port: int) -> None:
         self._container = container
@@ -289,7 +312,112 @@ class Container:
         self._container.reload()
         return dict(self._container.attrs.get("State") or {})
 
+    def condition(self) -> Condition:
+        state = self.state()
+        return Condition(
+            status=str(state.get("Status", "")),
+            running=bool(state.get("Running")),
+            oom_killed=bool(state.get("OOMKilled")),
+            restarts=int(self._container.attrs.get("RestartCount") or 0),
+            started_at=str(state.get("StartedAt", "")),
+            exit_code=int(state.get("ExitCode") or 0),
+        )
+
+    def memory_limit(self) -> int | None:
+        """The memory limit it runs with, in bytes (None: unlimited)."""
+        self._container.reload()
+        return int((self._container.attrs.get("HostConfig") or {}).get("Memory") or 0) or None
+
+    def memory(self) -> MemoryGauge:
+        """The container's memory, read from its cgroup when this host can (a local engine,
+        run as root: exact, and the peak can be reset between measurements), else from the
+        engine's stats API (about one read a second, and the peak only since start)."""
+        pid = int(self.state().get("Pid") or 0)
+        return MemoryGauge(self._container, _cgroup_memory_dir(pid) if pid else None)
+
     def logs(self, *, tail: int | None = 60) -> str:
         """The last ``tail`` lines of the container's output (None: all of it)."""
         raw: bytes = self._container.logs(tail="all" if tail is None else tail)
         return raw.decode("utf-8", errors="replace").rstrip()
+
+
+class MemoryGauge:
+    """Usage and peak of one container's memory cgroup, in bytes.
+
+    cgroup v1 (``memory.usage_in_bytes``, ``memory.max_usage_in_bytes``, which root may reset)
+    or v2 (``memory.current``, ``memory.peak``, resettable on recent kernels); the peak is the
+    kernel's own high-water mark, so no spike between two reads is missed. Without access to
+    the cgroup: the engine's stats API (``docker stats``), where the peak cannot be reset.
+    """
+
+    def __init__(self, container: Any, directory: Path | None) -> None:
+        self._container = container
+        self._dir = directory
+        v1 = directory is not None and (directory / "memory.max_usage_in_bytes").is_file()
+        self._usage = "memory.usage_in_bytes" if v1 else "memory.current"
+        self._peak = "memory.max_usage_in_bytes" if v1 else "memory.peak"
+        self.source = (
+            f"cgroup {'v1' if v1 else 'v2'} {self._peak}"
+            if directory is not None and (directory / self._usage).is_file()
+            else "docker stats (engine API)"
+        )
+        if self.source.startswith("docker"):
+            self._dir = None
+
+    def usage(self) -> int:
+        if self._dir is not None:
+            return int((self._dir / self._usage).read_text())
+        return int(self._stats().get("usage") or 0)
+
+    def peak(self) -> int | None:
+        """The high-water mark since start or the last :meth:`reset_peak`."""
+        if self._dir is not None:
+            path = self._dir / self._peak
+            return int(path.read_text()) if path.is_file() else None
+        peak = self._stats().get("max_usage")
+        return int(peak) if peak else None
+
+    def reset_peak(self) -> bool:
+        """Start a new high-water mark at the current usage; False if this host cannot."""
+        if self._dir is None or not (self._dir / self._peak).is_file():
+            return False
+        try:
+            (self._dir / self._peak).write_text("0\n")
+        except OSError:
+            return False
+        return True
+
+    def oom_kills(self) -> int | None:
+        """Processes the kernel's OOM killer ended in this cgroup (None: not readable)."""
+        if self._dir is None:
+            return None
+        for name in ("memory.oom_control", "memory.events"):
+            path = self._dir / name
+            if path.is_file():
+                for line in path.read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        return None
+
+    def _stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self._container.stats(stream=False)
+        return dict(stats.get("memory_stats") or {})
+
+
+def _cgroup_memory_dir(pid: int) -> Path | None:
+    """The memory cgroup directory of process ``pid``, as this host mounts it (None if this
+    host cannot read it: a remote or rootless engine, another namespace)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            found = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            return found if found.is_dir() else None
+        if controllers == "" and (Path("/sys/fs/cgroup") / "cgroup.controllers").is_file():
+            found = Path("/sys/fs/cgroup") / path.lstrip("/")
+            return found if (found / "memory.current").is_file() else None
+    return None

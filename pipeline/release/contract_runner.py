@@ -1,11 +1,12 @@
 """`pipeline contract-test --image REF`: run the contract suite against the image, write evidence.
 
 Starts the image through pipeline.image.engine (memory and CPU limits from params `contract`),
-waits for
-readiness within `contract.time_to_ready_s`, runs `pytest tests/contract --base-url ...` in a
-subprocess, and always stops and removes the container, Ctrl-C included. The evidence is
-`build/contract-report.json` (format: docs/contract-report.md), bound to the image id and, once
-pushed, its digest; plus JUnit XML and the container's log beside it.
+waits for readiness within `contract.time_to_ready_s`, runs `pytest tests/contract tests/hostile
+--base-url ... --container ...` in a subprocess (the hostile-input suite last: it floods the
+server on purpose, and watches the container's memory and life), and always stops and removes
+the container, Ctrl-C included. The evidence is `build/contract-report.json` (format:
+docs/contract-report.md), bound to the image id and, once pushed, its digest; plus JUnit XML and
+the container's log beside it. A passing verdict needs every hostile case survived.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline import artifacts
-from pipeline.artifacts import REPORT_SCHEMA, ContractReport
+from pipeline.artifacts import REPORT_SCHEMA, ContractReport, HostileCase, HostileReport
 from pipeline.config import ContractParams, Params
 from pipeline.errors import ContractFailed, ImageError
 from pipeline.image.engine import Engine
@@ -33,6 +34,7 @@ from pipeline.image.probe import PORT, SmokeFailed, wait_ready
 
 log = logging.getLogger("pipeline")
 SUITE = Path("tests/contract")
+HOSTILE = Path("tests/hostile")
 
 
 def _check_of(classname: str) -> str:
@@ -69,13 +71,21 @@ def summarize_junit(path: Path) -> dict[str, Any]:
 
 
 def run_suite(
-    *, base_url: str, junit: Path, model_card: Path, golden: Path, labels: Path, params: Path
+    *,
+    base_url: str,
+    junit: Path,
+    model_card: Path,
+    golden: Path,
+    labels: Path,
+    params: Path,
+    container: str | None = None,
 ) -> int:
     command = [
         sys.executable,
         "-m",
         "pytest",
         str(SUITE),
+        str(HOSTILE),
         "-p",
         "no:cacheprovider",
         "-q",
@@ -86,6 +96,7 @@ def run_suite(
         f"--contract-params={params}",
         f"--junitxml={junit}",
         *("-o", "junit_family=xunit1"),  # xunit1 keeps the properties tests record
+        *([f"--container={container}"] if container else []),
     ]
     # Options inherited from the caller's environment (PYTEST_ADDOPTS="-k nomatch", say) must not
     # change what the suite checks.
@@ -118,8 +129,11 @@ def build_report(
     passed = sum(c.get("passed", 0) for c in checks.values())
     if error is None and passed == 0:
         error = "the contract suite ran no test"
+    hostile = hostile_report(props, checks.get("hostile", {}))
+    if error is None and not hostile.cases:
+        error = f"the hostile-input suite ({HOSTILE}) ran no case"
     verdict: Literal["pass", "fail"] = (
-        "pass" if error is None and not summary.get("failed") else "fail"
+        "pass" if error is None and not summary.get("failed") and hostile.passed else "fail"
     )
     return ContractReport(
         schema=REPORT_SCHEMA,
@@ -136,6 +150,28 @@ def build_report(
         checks=checks,
         failed=summary.get("failed", []),
         tools=tools,
+        hostile=hostile,
+    )
+
+
+def hostile_report(properties: dict[str, Any], counts: dict[str, int]) -> HostileReport:
+    """The hostile section from what tests/hostile recorded (``hostile:<case>`` properties)
+    and its test counts: passed only if it ran, no test of it failed and every case survived."""
+    cases = [
+        HostileCase.model_validate({**value, "name": name.removeprefix("hostile:")})
+        for name, value in properties.items()
+        if name.startswith("hostile:") and isinstance(value, dict)
+    ]
+    peaks = [c.peak_mb for c in cases if c.peak_mb is not None]
+    limits = {c.memory_limit_mb for c in cases if c.memory_limit_mb is not None}
+    return HostileReport(
+        passed=bool(cases)
+        and counts.get("passed", 0) > 0
+        and counts.get("failed", 0) == 0
+        and all(c.survived for c in cases),
+        cases=cases,
+        peak_mb=max(peaks) if peaks else None,
+        memory_limit_mb=limits.pop() if len(limits) == 1 else None,
     )
 
 
@@ -179,6 +215,7 @@ def contract_test(
                 golden=golden,
                 labels=labels_file,
                 params=params_file,
+                container=box.id,
             )
             if code not in (0, 1):  # 1: some test failed (the JUnit file says which)
                 error = f"pytest exited {code} (usage error, interrupted, or no test collected)"

@@ -29,6 +29,7 @@ def parse_invocation(body: bytes, content_type: str | None, schema: InputSchema)
     mime = _media_type(content_type)
     if mime == _CSV:
         return schema.from_csv(body)
+    schema.check_json(body, "the body")
     payload = decode_json(body)
     if not isinstance(payload, dict):
         raise ServingError.bad_request(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ import numpy.typing as npt
 from serving.card import Feature, ModelCard
 from serving.codec import decode_json, dumps
 from serving.errors import ServingError
-from serving.schema import Batch, InputSchema
+from serving.schema import Batch, InputSchema, packed
 
 __all__ = [
     "OUTPUTS",
@@ -94,6 +95,7 @@ def parse_infer(
                 f"Inference-Header-Content-Length {split} is outside the body ({len(body)} bytes)"
             )
         body, binary = body[:split], body[split:]
+    schema.check_json(body, "the inference request")
     request = decode_json(body)
     if not isinstance(request, dict):
         raise ServingError.bad_request("the inference request must be a JSON object")
@@ -106,7 +108,7 @@ def parse_infer(
     offset = 0
     for i, tensor in enumerate(inputs):
         array, offset = _tensor(
-            tensor, f"inputs[{i}]", binary, offset, booleans=booleans, lenient=schema.typed
+            tensor, f"inputs[{i}]", binary, offset, booleans=booleans, schema=schema
         )
         tensors.append((tensor["name"], array))
         texts[tensor["name"]] = tensor["datatype"] == "BYTES"
@@ -128,10 +130,14 @@ def _tensor(
     offset: int,
     *,
     booleans: bool,
-    lenient: bool = False,
+    schema: InputSchema,
 ) -> tuple[npt.NDArray[Any], int]:
-    """The tensor's values: a numeric array, or for ``BYTES`` (and, when ``lenient``, numeric
-    JSON data holding nulls) an object array of the values as sent, for the schema to check."""
+    """One input tensor as an array of its shape: numbers as float64, or for ``BYTES`` (and,
+    for a model with typed columns, numeric JSON data holding nulls) an object array of the
+    values as sent, for the schema to check. The shape is checked against what this model
+    takes ([n], [n, 1] per column; [n, width] for all columns) and n against the row limit
+    before a value is converted; JSON data is converted with an explicit dtype."""
+    lenient = schema.typed
     name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
     if not isinstance(name, str):
         raise ServingError.invalid(f"{where}.name must be a string")
@@ -152,6 +158,12 @@ def _tensor(
             f"({', '.join(d for d in _DTYPES if d != 'BOOL')}"
             f"{', BYTES' if lenient else ''})"
         )
+    if len(shape) == 2 and shape[1] not in (1, schema.width):
+        raise ServingError.invalid(
+            f"{where} ({name!r}).shape {shape}: the model takes [n, {schema.width}] (one tensor, "
+            f"columns {_names(schema)}) or [n] / [n, 1] per column"
+        )
+    schema.check_count(shape[0], f"{where} ({name!r})")
     size = math.prod(shape)
     parameters = tensor.get("parameters") or {}
     nbytes = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
@@ -175,25 +187,43 @@ def _tensor(
         raise ServingError.invalid(f"{where} ({name!r}).data must be a list")
     column = len(shape) == 1 or shape[1] == 1
     if lenient and column and (None in data or not _flat_numbers(data)):
-        values = _flat(data, size, where, name)  # nulls, or wrong kinds: the schema says which
-        return values, offset
+        return _flat(data, size, where, name), offset  # nulls or wrong kinds: the schema says
+    nested = bool(data) and type(data[0]) is list
+    if nested:  # rows of the shape's last dimension, e.g. [[v, ...], ...] for [n, k]
+        widths = set(map(len, data)) if all(type(row) is list for row in data) else set()
+        held = len(data) * widths.pop() if len(widths) == 1 else -1
+        values: Any = chain.from_iterable(data)
+    else:
+        held, values = len(data), data
+    if held != size:
+        raise ServingError.invalid(
+            f"{where} ({name!r}): shape {shape} needs {size} values; data is "
+            + ("ragged" if held < 0 else f"{held} values")
+        )
     try:
-        array = np.array(data)
-    except (ValueError, TypeError):
-        raise ServingError.invalid(f"{where} ({name!r}).data is ragged or not numeric") from None
-    if array.dtype.kind not in "fiu" or (booleans and _has_bool(data)):
+        array = packed(values, tuple(shape))
+        if booleans and any(type(v) is bool for v in _values(data, nested)):
+            raise TypeError
+    except (TypeError, struct.error, OverflowError):
         raise ServingError.invalid(
             f"{where} ({name!r}).data must hold only numbers for datatype {datatype}"
-        )
-    if array.size != size:
-        raise ServingError.invalid(
-            f"{where} ({name!r}): shape {shape} needs {size} values, data holds {array.size}"
-        )
-    if datatype[0] in "IU" and array.dtype.kind == "f" and not (array == np.floor(array)).all():
-        raise ServingError.invalid(
-            f"{where} ({name!r}): datatype {datatype} but data holds fractions"
-        )
-    return array.reshape(shape), offset
+        ) from None
+    if datatype[0] in "IU":
+        finite = array[np.isfinite(array)]
+        if (finite != np.floor(finite)).any():
+            raise ServingError.invalid(
+                f"{where} ({name!r}): datatype {datatype} but data holds fractions"
+            )
+    return array, offset
+
+
+def _values(data: list[Any], nested: bool) -> Any:
+    return chain.from_iterable(data) if nested else data
+
+
+def _names(schema: InputSchema) -> str:
+    names = schema.names_list
+    return str(names) if len(names) <= 10 else f"{names[:10]} ... ({len(names)} in all)"
 
 
 def _flat_numbers(data: list[Any]) -> bool:
@@ -333,12 +363,11 @@ def _outputs(request: dict[str, Any], known: tuple[str, ...]) -> tuple[str, ...]
     names = tuple(o.get("name") for o in requested)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ServingError.invalid(f"unknown outputs {unknown}: this model has {list(known)}")
+        shown = [str(n)[:40] for n in unknown[:5]] + (["..."] if len(unknown) > 5 else [])
+        raise ServingError.invalid(f"unknown outputs {shown}: this model has {list(known)}")
+    if len(set(names)) != len(names):  # each named output is one tensor in the answer
+        raise ServingError.invalid(f"'outputs' names an output more than once: {list(known)}")
     return tuple(str(n) for n in names) or known
-
-
-def _has_bool(data: list[Any]) -> bool:
-    return any(type(v) is bool or (isinstance(v, list) and _has_bool(v)) for v in data)
 
 
 def label_datatype(card: ModelCard) -> str:

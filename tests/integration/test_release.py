@@ -35,6 +35,7 @@ from pipeline.release.contract_runner import build_report
 from pipeline.release.evidence import find_evidence
 from pipeline.release.registry import Registry
 from tests.support.registry import LocalRegistry, TokenServer, htpasswd
+from tests.support.reports import with_hostile
 from tools.template import GIT, copy_template, dvc, edit_params, env, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
@@ -243,7 +244,7 @@ def write_report(path: Path, built: dict[str, Any], *, summary: dict[str, Any]) 
             run_id=labels.get("ml.mlflow.run_id", "none"),
             sha256=labels.get("ml.model.sha256", "0" * 64),
         ),
-        summary=summary,
+        summary=with_hostile(summary),
         time_to_ready_s=1.0,
         started=datetime.now(UTC),
         tools={},

@@ -21,6 +21,7 @@ from pipeline.release.contract_runner import build_report, summarize_junit
 from pipeline.release.evidence import report_problem
 from pipeline.release.registry import Manifest
 from serving.card import Feature, ModelCard
+from tests.support.reports import with_hostile
 
 CONFIG = "sha256:" + "c" * 64
 
@@ -37,10 +38,12 @@ def report(
     return build_report(
         image=artifacts.TestedImage(ref="m:1", id=image_id, digest=digest),
         model=artifacts.TestedModel(model_name="m", model_version="1", run_id="r", sha256="0"),
-        summary={
-            "checks": {"golden_parity": {"passed": passed, "failed": failed}},
-            "failed": [f"golden_parity::t{i}" for i in range(failed)],
-        },
+        summary=with_hostile(
+            {
+                "checks": {"golden_parity": {"passed": passed, "failed": failed}},
+                "failed": [f"golden_parity::t{i}" for i in range(failed)],
+            }
+        ),
         time_to_ready_s=0.5,
         started=datetime.now(UTC),
         tools={},
@@ -132,10 +135,41 @@ def test_junit_is_summarised_per_check_module_with_failures_and_properties(
 
 
 def test_a_run_with_no_passed_test_is_a_failed_run_whatever_else_it_says() -> None:
-    empty = report(passed=0)
+    empty = _report({"checks": {"golden_parity": {"passed": 0}}, "failed": []})
     assert empty.verdict == "fail" and empty.error == "the contract suite ran no test"
     assert report(failed=1).verdict == "fail"
     assert report().verdict == "pass"
+
+
+def _report(summary: dict[str, object]) -> artifacts.ContractReport:
+    return build_report(
+        image=artifacts.TestedImage(ref="m:1", id=CONFIG),
+        model=artifacts.TestedModel(model_name="m", model_version="1", run_id="r", sha256="0"),
+        summary=summary,
+        time_to_ready_s=0.5,
+        started=datetime.now(UTC),
+        tools={},
+        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10),
+        error=None,
+    )
+
+
+def test_a_run_without_the_hostile_suite_or_with_a_case_not_survived_is_a_failed_run() -> None:
+    contract = {"checks": {"golden_parity": {"passed": 3}}, "failed": []}
+    without = _report(contract)
+    assert without.verdict == "fail" and "hostile" in str(without.error)
+    died = _report(with_hostile(contract, survived=False, problems=["OOM-killed"]))
+    assert died.verdict == "fail" and died.hostile is not None and not died.hostile.passed
+    survived = _report(with_hostile(contract))
+    assert survived.verdict == "pass" and survived.hostile is not None
+    assert [c.name for c in survived.hostile.cases] == ["a_case"]
+
+
+def test_a_passing_report_without_a_passing_hostile_section_is_not_a_report() -> None:
+    passing = report().dump()
+    for hostile in (None, {**passing["hostile"], "passed": False}):
+        with pytest.raises(ArtifactError, match="hostile"):
+            artifacts.parse_report({**passing, "hostile": hostile}, where="forged.json")
 
 
 def test_evidence_must_name_exactly_the_digest_and_the_image_it_vouches_for() -> None:

@@ -17,6 +17,7 @@ from pipeline.config import ContractParams
 from pipeline.errors import PipelineError
 from pipeline.release.contract_runner import build_report
 from pipeline.release.summary import RunFiles, ci_summary, release_summary
+from tests.support.reports import with_hostile
 
 DIGEST = "sha256:" + "ab" * 32
 IMAGE_ID = "sha256:" + "cd" * 32
@@ -70,11 +71,13 @@ def report(*, image_id: str = IMAGE_ID) -> dict[str, Any]:
     return build_report(
         image=TestedImage(ref="clf:0a8607d91425", id=image_id, digest=DIGEST),
         model=TestedModel(model_name="clf", model_version="3", run_id="r", sha256="0" * 64),
-        summary={
-            "checks": {"fuzz": {"passed": 1}, "latency": {"passed": 1}},
-            "failed": [],
-            "properties": {"p95_ms": 1.1, "fuzz_cases": 530},
-        },
+        summary=with_hostile(
+            {
+                "checks": {"fuzz": {"passed": 1}, "latency": {"passed": 1}},
+                "failed": [],
+                "properties": {"p95_ms": 1.1, "fuzz_cases": 530},
+            }
+        ),
         time_to_ready_s=0.7,
         started=datetime.now(UTC),
         tools={},
@@ -124,7 +127,7 @@ def test_a_released_run_shows_the_diff_the_digest_the_size_and_the_contract_verd
     assert f"| digest | `{DIGEST}` |" in text
     assert "| size | 391.7 MB (limit 400.0 MB) |" in text
     assert f"run the **promote** workflow with image `{DIGEST}`" in text
-    assert "| tests | 2 passed, 0 failed |" in text
+    assert "| tests | 3 passed, 0 failed |" in text  # fuzz, latency, one hostile case
     assert "stale" not in text
 
 
