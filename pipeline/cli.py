@@ -311,6 +311,10 @@ def summary(
         Path | None,
         typer.Option(help="a deploy/<env>.yaml: summarise that promotion instead of a run"),
     ] = None,
+    evidence: Annotated[
+        Path | None,
+        typer.Option(help="build/evidence: summarise a release job (digest, signed statements)"),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option(help="append here (e.g. $GITHUB_STEP_SUMMARY); default: stdout")
     ] = None,
@@ -320,6 +324,8 @@ def summary(
 
     if release is not None:
         text = _run(lambda: render.release_summary(release))
+    elif evidence is not None:
+        text = _run(lambda: render.release_run_summary(artifacts.IMAGE, evidence))
     else:
         files = render.RunFiles(metrics_diff=metrics_diff)
         text = _run(lambda: render.ci_summary(files, diff_base=diff_base))
