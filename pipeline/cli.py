@@ -204,14 +204,17 @@ def sbom(
 
 
 @app.command()
-def sign() -> None:
+def sign(
+    report: Annotated[Path, typer.Option(help="the contract report")] = artifacts.CONTRACT_REPORT,
+    sbom: Annotated[Path, typer.Option(help="the image's SBOM")] = Path("build/sbom.cdx.json"),
+) -> None:
     """Sign the contract report, SBOM and build provenance as in-toto statements about the
     pushed digest (DSSE, the release key: RELEASE_SIGNING_KEY[_FILE]); no registry needed."""
     from pipeline.release import evidence as release
 
     setup_logging()
     settings = _run(config.load_settings)
-    written = _run(lambda: release.sign(settings))
+    written = _run(lambda: release.sign(settings, report_path=report, sbom_path=sbom))
     out.print(f"signed: {', '.join(str(p) for p in written.values())}", soft_wrap=True)
 
 

@@ -113,6 +113,7 @@ def run(
     artifacts: Path,
     default_branch: str,
     inputs: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
     workflow: str | None = None,
     job: str | None = None,
     extra: list[str] | None = None,
@@ -133,6 +134,12 @@ def run(
     command += ["--env", f"ACT_ARTIFACTS_DIR={artifacts}"]
     command += [arg for name, value in variables.items() for arg in ("--var", f"{name}={value}")]
     command += [arg for k, v in (inputs or {}).items() for arg in ("--input", f"{k}={v}")]
+    # Secrets go in through act's environment (`-s NAME` reads $NAME), never on its command
+    # line, where `ps` and the log's first line would show them.
+    environ = clean_env()
+    for name, value in (secrets or {}).items():
+        command += ["-s", name]
+        environ[name] = value
     command += ["-j", job] if job else []
     command += extra or []
     log = log or artifacts.parent / f"{artifacts.name}.log"
@@ -142,7 +149,7 @@ def run(
         process = subprocess.Popen(
             command,
             cwd=repo,
-            env=clean_env(),
+            env=environ,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

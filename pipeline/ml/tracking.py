@@ -6,8 +6,11 @@ Default store: SQLite (`sqlite:///mlflow.db`) with artifacts in `mlartifacts/`, 
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,19 @@ class RegisteredModel:
     run_id: str
     name: str
     version: str
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow logs a store error with its traceback before raising it; the release commands
+    turn it into one TrackingError line, so its own log stays silent meanwhile."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _mlflow() -> Any:
@@ -135,12 +151,12 @@ def version_state(settings: Settings, *, name: str, version: str) -> VersionStat
     model the store does not know stops with the registry and deploy/ untouched.
     """
     mlflow = _mlflow()
-    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
-        found = mlflow.MlflowClient().get_model_version(name, version)
-    except MlflowException as exc:
+        with _quiet():
+            found = mlflow.MlflowClient().get_model_version(name, version)
+    except Exception as exc:  # MlflowException, and requests/SQLAlchemy errors from the store
         raise TrackingError(
             f"MLflow store {redact(settings.mlflow_tracking_uri)!r} has no version {version} "
             f"of model "
@@ -152,12 +168,12 @@ def version_state(settings: Settings, *, name: str, version: str) -> VersionStat
 def move_alias(settings: Settings, *, name: str, version: str, alias: str) -> None:
     """Point `alias` at `version` (MLflow moves it off any other version of the model)."""
     mlflow = _mlflow()
-    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
-        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
-    except MlflowException as exc:
+        with _quiet():
+            mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    except Exception as exc:  # MlflowException, and requests/SQLAlchemy errors from the store
         raise TrackingError(
             f"could not set alias {alias!r} on {name} version {version} in "
             f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"
@@ -172,12 +188,16 @@ def alias_version(settings: Settings, *, name: str, alias: str) -> str | None:
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
-        found = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+        with _quiet():
+            found = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        if "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in (
-            str(exc).lower()
-        ):
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
             return None
+        raise TrackingError(
+            f"could not read alias {alias!r} of {name} in "
+            f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"
+        ) from None
+    except Exception as exc:  # requests/SQLAlchemy errors from the store
         raise TrackingError(
             f"could not read alias {alias!r} of {name} in "
             f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"
@@ -188,12 +208,12 @@ def alias_version(settings: Settings, *, name: str, alias: str) -> str | None:
 def delete_alias(settings: Settings, *, name: str, alias: str) -> None:
     """Remove ``alias`` from ``name`` (a first promotion that could not finish)."""
     mlflow = _mlflow()
-    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
-        mlflow.MlflowClient().delete_registered_model_alias(name, alias)
-    except MlflowException as exc:
+        with _quiet():
+            mlflow.MlflowClient().delete_registered_model_alias(name, alias)
+    except Exception as exc:  # MlflowException, and requests/SQLAlchemy errors from the store
         raise TrackingError(
             f"could not delete alias {alias!r} of {name} in "
             f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"

@@ -274,7 +274,11 @@ def _move(
     try:
         tracking.move_alias(settings, name=name, version=version, alias=env)
     except PipelineError as exc:
-        undo.alias = (name, alias_before)
+        try:  # did it move anyway? then it is put back too
+            moved = tracking.alias_version(settings, name=name, alias=env) != alias_before
+        except PipelineError:
+            moved = True
+        undo.alias = (name, alias_before) if moved else None
         undo.fail(f"moving MLflow alias @{env} to {name} version {version} failed ({exc})")
     undo.alias = (name, alias_before)
     try:

@@ -38,7 +38,7 @@ def image_sbom(engine: Engine, ref: str) -> dict[str, Any]:
     if info is None:
         raise ImageError(f"no image {ref!r} here: build it (`dvc repro`) or load it first")
     try:
-        found = json.loads(engine.output(ref, command=["python", "-c", _LIST]))
+        found = json.loads(engine.output(ref, command=["python3", "-c", _LIST]))
     except ValueError:
         raise ImageError(f"{ref}'s python did not list its packages as JSON") from None
     bom = Bom()
