@@ -207,6 +207,14 @@ def main(argv: list[str]) -> int:
         ),
         "MLFLOW_ARTIFACTS_DIR": os.environ.get("MLFLOW_ARTIFACTS_DIR", str(ROOT / "mlartifacts")),
     }
+    # The release job signs with RELEASE_SIGNING_KEY (a secret on GitHub): from the caller's
+    # environment, or the file RELEASE_SIGNING_KEY_FILE names (`pipeline keygen`).
+    secrets = {}
+    key_file = os.environ.get("RELEASE_SIGNING_KEY_FILE")
+    if os.environ.get("RELEASE_SIGNING_KEY"):
+        secrets["RELEASE_SIGNING_KEY"] = os.environ["RELEASE_SIGNING_KEY"]
+    elif key_file:
+        secrets["RELEASE_SIGNING_KEY"] = Path(key_file).expanduser().read_text()
     default = _git("symbolic-ref", "--short", "refs/remotes/origin/HEAD").removeprefix("origin/")
     default = default or _git("branch", "--show-current") or "main"
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -220,6 +228,7 @@ def main(argv: list[str]) -> int:
             artifacts=artifacts,
             default_branch=default,
             workflow=args.workflow,
+            secrets=secrets,
             extra=extra,
             echo=True,
         )

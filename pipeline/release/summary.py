@@ -87,6 +87,7 @@ def release_run_summary(image_json: Path, evidence_dir: Path) -> str:
     lines = ["## Release: " + ("✅ pushed, signed, attested" if pushed else "❌ not pushed"), ""]
     if pushed is not None:
         lines += [f"`{pushed.ref}`", "", f"tags: {_tags(pushed.tags)}", ""]
+        lines += [f"Promote it: run the **promote** workflow with image `{pushed.digest}`.", ""]
     lines += ["| evidence | predicate type | signed by key | file |", "|---|---|---|---|"]
     for path in sorted(evidence_dir.glob("*.dsse.json")) if evidence_dir.is_dir() else []:
         try:

@@ -39,6 +39,7 @@ class Project:
     repository: str  # IMAGE_REPOSITORY
     mlflow_uri: str
     mlflow_artifacts: Path
+    key: Path  # the release signing key: outside the repository, given to act as a secret
     runs: dict[str, act.ActRun] = field(default_factory=dict)
 
     def act(
@@ -49,6 +50,7 @@ class Project:
         workflow: str,
         job: str | None = None,
         inputs: dict[str, str] | None = None,
+        repo: Path | None = None,
     ) -> act.ActRun:
         """Run `workflow` for `event` with act; `name` labels its artifacts folder and log."""
         variables = {
@@ -60,13 +62,14 @@ class Project:
         }
         outcome = act.run(
             event,
-            repo=self.repo,
+            repo=repo or self.repo,
             variables=variables,
             artifacts=self.root / "act" / name,
             default_branch=BRANCH,
             workflow=workflow,
             job=job,
             inputs=inputs,
+            secrets={"RELEASE_SIGNING_KEY": self.key.read_text()},
         )
         self.runs[name] = outcome
         TIMINGS.append((name, outcome.seconds, outcome.returncode))
@@ -93,6 +96,7 @@ class Project:
 
     def settings(self) -> Settings:
         return Settings(
+            release_signers_dir=self.repo / "release/signers",
             registry=self.registry.address,
             registry_insecure=True,
             image_repository=self.repository,
@@ -128,8 +132,11 @@ def project(template_root: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     # A DVC remote, as a user would configure one: the workflow restores from it (empty here).
     run(repo, str(act.ACT.parent / "dvc"), "remote", "add", "-d", "store", str(root / "dvc"))
     (root / "dvc").mkdir()
+    # The release key, made as a user does: the public half committed, the private half outside.
+    key = root / "keys" / "release.key"
+    run(repo, str(act.ACT.parent / "pipeline"), "keygen", "--private-key", str(key))
     run(repo, *GIT, "add", "-A")
-    run(repo, *GIT, "commit", "-qm", "workflows, DVC and the e2e image name")
+    run(repo, *GIT, "commit", "-qm", "workflows, DVC, the release key and the e2e image name")
     run(repo, "git", "branch", "-M", BRANCH)
     origin = root / "origin.git"
     run(root, "git", "init", "-q", "--bare", "-b", BRANCH, str(origin))
@@ -148,6 +155,7 @@ def project(template_root: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         repository=f"e2e/classifier-{run_id}",
         mlflow_uri=f"sqlite:///{store / 'mlflow.db'}",
         mlflow_artifacts=store / "artifacts",
+        key=key,
     )
     try:
         yield world
