@@ -16,6 +16,7 @@ from pipeline.cli import app
 from pipeline.config import ContractParams
 from pipeline.errors import PipelineError
 from pipeline.release.contract_runner import build_report
+from pipeline.release.evidence import REQUIRED_CHECKS
 from pipeline.release.summary import RunFiles, ci_summary, release_summary
 
 DIGEST = "sha256:" + "ab" * 32
@@ -71,7 +72,7 @@ def report(*, image_id: str = IMAGE_ID) -> dict[str, Any]:
         image=TestedImage(ref="clf:0a8607d91425", id=image_id, digest=DIGEST),
         model=TestedModel(model_name="clf", model_version="3", run_id="r", sha256="0" * 64),
         summary={
-            "checks": {"fuzz": {"passed": 1}, "latency": {"passed": 1}},
+            "checks": {check: {"passed": 1} for check in REQUIRED_CHECKS},
             "failed": [],
             "properties": {"p95_ms": 1.1, "fuzz_cases": 530},
         },
@@ -80,6 +81,8 @@ def report(*, image_id: str = IMAGE_ID) -> dict[str, Any]:
         tools={},
         budgets=ContractParams(latency_p95_ms=25.0, time_to_ready_s=10),
         error=None,
+        pytest_exit=0,
+        suite=list(REQUIRED_CHECKS),
     ).dump()
 
 
@@ -124,7 +127,7 @@ def test_a_released_run_shows_the_diff_the_digest_the_size_and_the_contract_verd
     assert f"| digest | `{DIGEST}` |" in text
     assert "| size | 391.7 MB (limit 400.0 MB) |" in text
     assert f"run the **promote** workflow with image `{DIGEST}`" in text
-    assert "| tests | 2 passed, 0 failed |" in text
+    assert "| tests | 5 passed, 0 failed |" in text
     assert "stale" not in text
 
 
