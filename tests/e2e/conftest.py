@@ -129,6 +129,9 @@ def project(template_root: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     repo = copy_template(template_root, root / "repo")
     shutil.copytree(template_root / ".github", repo / ".github")
     edit_params(repo, "image", name=f"e2e-workflows-{run_id}")
+    # The workflows are under test, not the latency budget: a machine shared with other test
+    # runs keeps this one (the suite still measures and reports p95).
+    edit_params(repo, "contract", latency_p95_ms=500)
     # A DVC remote, as a user would configure one: the workflow restores from it (empty here).
     run(repo, str(act.ACT.parent / "dvc"), "remote", "add", "-d", "store", str(root / "dvc"))
     (root / "dvc").mkdir()

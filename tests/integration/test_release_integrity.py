@@ -27,7 +27,7 @@ from pipeline.image.engine import Engine
 from pipeline.release import signing
 from pipeline.release.evidence import CONTRACT, ENVELOPE_TYPE, KINDS
 from pipeline.release.registry import Manifest
-from tests.support.http_faults import Fault, FaultProxy
+from tests.support.http_faults import Fault, FaultProxy, Gate
 from tests.support.registry import free_port
 from tests.support.release_world import (
     IMAGE_NAME,
@@ -274,8 +274,10 @@ def copy_to_repository(world: World, digest: str, repository: str) -> str:
 
 
 def test_two_concurrent_promotions_from_two_working_copies_never_leave_tag_and_file_disagreeing(
-    released: World, tmp_path: Path
+    released: World, proxy: FaultProxy, tmp_path: Path
 ) -> None:
+    """Each round, a gate in front of the registry holds both promotions at their first read of
+    the staging tag and lets them go together, so they really race to the write."""
     world = released
     copies = [world.work, tmp_path / "second-copy"]
     shutil.copytree(world.work / "deploy", copies[1] / "deploy", ignore=_locks)
@@ -292,18 +294,20 @@ def test_two_concurrent_promotions_from_two_working_copies_never_leave_tag_and_f
         for work in copies:  # both copies start from the same, agreeing record
             (work / "deploy/staging.yaml").write_bytes(winner_file)
         before = {str(work): staging_bytes(world, work) for work in copies}
+        proxy.gates = [Gate("HEAD", r"/manifests/staging$", parties=2)]
         processes = [
             subprocess.Popen(
                 [PIPELINE, "promote", "--image", world.digests[name], "--to", "staging"],
                 cwd=work,
-                env=world.env(MLFLOW_TRACKING_URI=mlflow),
+                env=world.env(MLFLOW_TRACKING_URI=mlflow, REGISTRY=proxy.address),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
             )
             for work, name in zip(copies, targets, strict=True)
         ]
-        results = [(p.communicate(timeout=300)[0], p.returncode) for p in processes]
+        results = [(p.communicate(timeout=600)[0], p.returncode) for p in processes]
+        proxy.clear()
         tag = world.client().digest_of("staging")
         codes = [code for _, code in results]
         assert set(codes) <= {0, 8}, results  # refused or done: never half-done

@@ -6,11 +6,13 @@ Every request is forwarded to ``upstream`` unless a :class:`Fault` matches it. A
 method and a path pattern, optionally only after an arming request was seen (``after``: "the
 read-back after the PUT"), skips its first ``skip`` matches, then fires ``times`` times:
 ``forward=True`` sends the request on and replaces the answer (the change happened, the client
-does not learn it), ``forward=False`` answers without forwarding (nothing happened).
+does not learn it), ``forward=False`` answers without forwarding (nothing happened). A
+:class:`Gate` holds requests until several clients reach the same point, to race them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from dataclasses import dataclass
@@ -37,11 +39,40 @@ class Fault:
         return method == self.method and re.search(self.path, path) is not None
 
 
+@dataclass
+class Gate:
+    """Hold the first ``parties`` requests matching ``method`` and ``path`` until all of them
+    have arrived (or ``timeout`` passed), then let them through together: two clients racing
+    from the same point."""
+
+    method: str
+    path: str
+    parties: int = 2
+    timeout: float = 180
+    passed: int = 0
+
+    def __post_init__(self) -> None:
+        self._barrier = threading.Barrier(self.parties, timeout=self.timeout)
+
+    def wait(self, method: str, path: str, lock: threading.Lock) -> None:
+        with lock:
+            if (
+                method != self.method
+                or not re.search(self.path, path)
+                or self.passed >= self.parties
+            ):
+                return
+            self.passed += 1
+        with contextlib.suppress(threading.BrokenBarrierError):
+            self._barrier.wait()
+
+
 class FaultProxy:
     """``with FaultProxy(upstream=...) as proxy``: ``proxy.address`` (host:port), ``faults``."""
 
     def __init__(self, *, upstream: str) -> None:
         self.faults: list[Fault] = []
+        self.gates: list[Gate] = []
         self.log: list[str] = []  # "METHOD path -> status", every request
         self._lock = threading.Lock()
         client = httpx.Client(base_url=upstream, timeout=30, follow_redirects=False)
@@ -53,6 +84,8 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                for gate in list(proxy.gates):
+                    gate.wait(self.command, self.path, proxy._lock)
                 fault = proxy._decide(self.command, self.path)
                 if fault is not None and not fault.forward:
                     self._answer(fault.status, {}, b'{"errors":[{"code":"UNAVAILABLE"}]}')
@@ -115,7 +148,7 @@ class FaultProxy:
 
     def clear(self) -> None:
         with self._lock:
-            self.faults = []
+            self.faults, self.gates = [], []
 
     def __enter__(self) -> FaultProxy:
         self.thread.start()
