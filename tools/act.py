@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -134,12 +135,19 @@ def run(
     command += ["--env", f"ACT_ARTIFACTS_DIR={artifacts}"]
     command += [arg for name, value in variables.items() for arg in ("--var", f"{name}={value}")]
     command += [arg for k, v in (inputs or {}).items() for arg in ("--input", f"{k}={v}")]
-    # Secrets go in through act's environment (`-s NAME` reads $NAME), never on its command
-    # line, where `ps` and the log's first line would show them.
+    # Secrets go in through a file only act reads (mode 0600, removed after the run): not on its
+    # command line, where `ps` and the log's first line would show them, and not in its
+    # environment, which in self-hosted mode every step of every job would inherit.
+    secret_file = None
+    if secrets:
+        handle, name = tempfile.mkstemp(prefix="act-secrets-", suffix=".env")
+        with os.fdopen(handle, "w") as out:
+            for key, value in secrets.items():
+                escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+                out.write(f'{key}="{escaped}"\n')
+        secret_file = Path(name)
+    command += ["--secret-file", str(secret_file) if secret_file else os.devnull]
     environ = clean_env()
-    for name, value in (secrets or {}).items():
-        command += ["-s", name]
-        environ[name] = value
     command += ["-j", job] if job else []
     command += extra or []
     log = log or artifacts.parent / f"{artifacts.name}.log"
@@ -167,6 +175,8 @@ def run(
         finally:
             timer.cancel()
             returncode = process.wait()
+            if secret_file is not None:
+                secret_file.unlink(missing_ok=True)
     return ActRun(returncode, log.read_text(), time.monotonic() - started, artifacts)
 
 

@@ -21,6 +21,13 @@ from pipeline.release import signing
 DIGEST = "sha256:" + "a" * 64
 
 
+@pytest.fixture(autouse=True)
+def _no_release_key_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read the environment: a key the caller happens to hold must not leak in."""
+    for name in ("RELEASE_SIGNING_KEY", "RELEASE_SIGNING_KEY_FILE", "RELEASE_SIGNERS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def make_key(tmp_path: Path, name: str = "release") -> tuple[Settings, Path]:
     """A throwaway key pair: private outside any git tree, public in a signers folder."""
     private = tmp_path / "keys" / f"{name}.key"
