@@ -140,8 +140,8 @@ def run(
     # environment, which in self-hosted mode every step of every job would inherit.
     secret_file = None
     if secrets:
-        handle, name = tempfile.mkstemp(prefix="act-secrets-", suffix=".env")
-        with os.fdopen(handle, "w") as out:
+        fd, name = tempfile.mkstemp(prefix="act-secrets-", suffix=".env")
+        with os.fdopen(fd, "w") as out:
             for key, value in secrets.items():
                 escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
                 out.write(f'{key}="{escaped}"\n')
