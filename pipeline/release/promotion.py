@@ -174,7 +174,7 @@ def rollback(settings: Settings, *, env: Environment, to: str | None = None) -> 
             if previous is None:
                 gone = f" ({'; '.join(skipped)})" if skipped else ""
                 raise PromotionRefused(
-                    f"{env} has no earlier digest in its history to roll back to{gone}"
+                    f"{env} has no earlier digest in its history{gone}: nothing to roll back to"
                 )
             chosen = previous
         outcome = _move(settings, registry, chosen, env=env, action="rollback", keys=keys)

@@ -50,8 +50,10 @@ class Project:
         workflow: str,
         job: str | None = None,
         inputs: dict[str, str] | None = None,
-        repo: Path | None = None,
+        ref: str | None = None,
     ) -> act.ActRun:
+        """``ref``: the branch a workflow_dispatch names (act otherwise reports the default
+        branch), given as GitHub gives it, in the event payload."""
         """Run `workflow` for `event` with act; `name` labels its artifacts folder and log."""
         variables = {
             "REGISTRY": self.registry.address,
@@ -60,9 +62,20 @@ class Project:
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
             "MLFLOW_ARTIFACTS_DIR": str(self.mlflow_artifacts),
         }
+        extra = []
+        if ref is not None:
+            payload = {
+                "ref": f"refs/heads/{ref}",
+                "inputs": inputs or {},
+                "repository": {"default_branch": BRANCH},
+            }
+            event_file = self.root / f"{name}-event.json"
+            event_file.write_text(json.dumps(payload))
+            extra, inputs = ["-e", str(event_file)], None
         outcome = act.run(
             event,
-            repo=repo or self.repo,
+            repo=self.repo,
+            extra=extra,
             variables=variables,
             artifacts=self.root / "act" / name,
             default_branch=BRANCH,

@@ -242,18 +242,17 @@ def test_promote_dispatched_on_a_branch_other_than_the_default_does_nothing(
 ) -> None:
     head, before = project.origin_head(), project.contents()
     branches = run(project.origin, "git", "branch", "--list").stdout
-    project.git("checkout", "-q", "-b", "feature/sneaky-promotion")
-    try:
-        outcome = project.act(
-            "promote-from-branch",
-            "workflow_dispatch",
-            workflow=PROMOTE,
-            inputs={"environment": "production", "image": pushed["image"]["digest"]},
-        )
-    finally:
-        project.git("checkout", "-q", "main")
-        project.git("branch", "-q", "-D", "feature/sneaky-promotion")
+    # What the branch would do if its job ran: move production back to an untested digest.
+    state = project.origin_file("deploy/production.yaml")
+    outcome = project.act(
+        "promote-from-branch",
+        "workflow_dispatch",
+        workflow=PROMOTE,
+        inputs={"environment": "production", "rollback": "true"},
+        ref="feature/sneaky-promotion",
+    )
     assert outcome.returncode == 0, outcome.output[-3000:]
+    assert project.origin_file("deploy/production.yaml") == state
     assert outcome.jobs() == {}, outcome.jobs()  # the job never started
     assert "Install (.venv" not in outcome.output and "pipeline promote" not in outcome.output
     assert project.origin_head() == head
