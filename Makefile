@@ -96,13 +96,14 @@ test-unit: install ## run the fast unit tests only
 
 WORKFLOWS := $(wildcard .github/workflows/*.yml)
 .PHONY: lint
-lint: install ## ruff + mypy --strict (pipeline/ serving/ tools/), hadolint, actionlint + schema (workflows)
+lint: install ## ruff + mypy --strict (pipeline/ serving/ tools/), hadolint, actionlint + schema + zizmor (workflows)
 	$(BIN)/ruff check pipeline serving estimators tools tests conftest.py
 	$(BIN)/ruff format --check pipeline serving estimators tools tests conftest.py
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	$(if $(WORKFLOWS),$(BIN)/actionlint $(WORKFLOWS))
 	$(if $(WORKFLOWS),$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS))
+	$(if $(WORKFLOWS),$(BIN)/zizmor --offline --persona auditor --no-progress $(WORKFLOWS))
 
 EVENT ?= push
 .PHONY: workflows

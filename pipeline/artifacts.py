@@ -327,6 +327,8 @@ class ContractReport(Record):
     failed: list[str]
     tools: dict[str, str]
     hostile: HostileReport | None = None
+    suite: list[str] = Field(default_factory=list)  # every check module the suite has
+    pytest_exit: int | None = None  # the suite's exit code (0: every test ran and passed)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -181,19 +181,82 @@ def push() -> None:
 
 
 @app.command()
-def attest(
-    report: Annotated[Path, typer.Option(help="the contract report")] = artifacts.CONTRACT_REPORT,
-    image: Annotated[
-        str, typer.Option(help="tag or digest it is evidence for; default: the report's digest")
-    ] = "",
+def keygen(
+    name: Annotated[str, typer.Option(help="the key's name: release/signers/NAME.pub")] = "release",
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="where the private key goes, outside git "
+            "(default ~/.config/gitops-ml-pipeline/NAME.key)"
+        ),
+    ] = None,
 ) -> None:
-    """Push a passing contract report as an OCI artifact referring to the image digest."""
+    """Make a release signing key: the private key outside git, the public key among the
+    trusted signers (commit it; put the private key in the release environment's secret)."""
+    from pipeline.release import signing
+
+    settings = _run(config.load_settings)
+    target = private_key or Path.home() / ".config" / "gitops-ml-pipeline" / f"{name}.key"
+    private, public = _run(
+        lambda: signing.keygen(
+            name=name, private_path=target, signers_dir=settings.release_signers_dir
+        )
+    )
+    out.print(
+        f"private key: {private} (mode 0600; never commit it; CI: the RELEASE_SIGNING_KEY secret "
+        f"of the `release` environment)\npublic key: {public} (commit it: promote trusts it)",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def sbom(
+    image: Annotated[str, typer.Option(help="image; default: the one build/image.json names")] = "",
+    output: Annotated[Path, typer.Option(help="where the SBOM goes")] = Path("build/sbom.cdx.json"),
+) -> None:
+    """Write a CycloneDX SBOM of the Python environment inside the image."""
+    from pipeline.image.engine import Engine
+    from pipeline.release.sbom import write_sbom
+
+    setup_logging()
+    ref = image or _run(lambda: artifacts.read_image().image)
+    document = _run(lambda: write_sbom(Engine.connect(), ref, output))
+    out.print(f"SBOM of {ref}: {len(document.get('components', []))} packages in {output}")
+
+
+@app.command()
+def sign(
+    report: Annotated[Path, typer.Option(help="the contract report")] = artifacts.CONTRACT_REPORT,
+    sbom: Annotated[Path, typer.Option(help="the image's SBOM")] = Path("build/sbom.cdx.json"),
+) -> None:
+    """Sign the contract report, SBOM and build provenance as in-toto statements about the
+    pushed digest (DSSE, the release key: RELEASE_SIGNING_KEY[_FILE]); no registry needed."""
     from pipeline.release import evidence as release
 
     setup_logging()
     settings = _run(config.load_settings)
-    evidence = _run(lambda: release.attest(settings, report_path=report, image=image or None))
-    out.print(f"evidence {evidence.digest} attached to {evidence.subject}", soft_wrap=True)
+    written = _run(lambda: release.sign(settings, report_path=report, sbom_path=sbom))
+    out.print(f"signed: {', '.join(str(p) for p in written.values())}", soft_wrap=True)
+
+
+@app.command()
+def attest(
+    image: Annotated[
+        str, typer.Option(help="tag or digest; default: the digest build/image.json records")
+    ] = "",
+) -> None:
+    """Attach the signed statements of `pipeline sign` to the image digest (OCI referrers);
+    each is verified against release/signers/ first."""
+    from pipeline.release import evidence as release
+
+    setup_logging()
+    settings = _run(config.load_settings)
+    evidence = _run(lambda: release.attest(settings, image=image or None))
+    kinds = ", ".join(f"{k} {d}" for k, d in evidence.artifacts.items())
+    out.print(
+        f"evidence attached to {evidence.subject}, signed by {evidence.signer}: {kinds}",
+        soft_wrap=True,
+    )
 
 
 Env = Annotated[str, typer.Option("--to", help="staging or production")]
@@ -216,17 +279,28 @@ def promote(
 @app.command()
 def rollback(
     env: Annotated[str, typer.Option("--env", help="staging or production")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="a digest from deploy/<env>.yaml's history; default: the previous one"
+        ),
+    ] = "",
     reason: Annotated[
         str, typer.Option(help="why, recorded in deploy/<env>.yaml (e.g. the failed rollout)")
     ] = "",
 ) -> None:
-    """Promote the previous digest in deploy/<env>.yaml's history back (evidence re-checked)."""
+    """Go back to an earlier digest of deploy/<env>.yaml's history (evidence re-checked); a
+    second rollback goes further back, never to the digest the first one left."""
     from pipeline.release import promotion
 
     setup_logging()
     settings = _run(config.load_settings)
     name = _run(lambda: _environment(env))
-    outcome = _run(lambda: promotion.rollback(settings, env=name, reason=reason or None))
+    outcome = _run(
+        lambda: promotion.rollback(settings, env=name, to=to or None, reason=reason or None)
+    )
+    for message in outcome.skipped:
+        out.print(message, soft_wrap=True)
     _report(outcome, settings)
 
 
@@ -244,8 +318,10 @@ def _report(outcome: Any, settings: config.Settings) -> None:
     if not outcome.changed:
         out.print(f"{what} already ({model}): nothing changed", soft_wrap=True)
         return
+    signer = state.evidence.signer or "?"
     out.print(
-        f"{state.action}: {what} ({model}, @{state.environment} in MLflow); tag moved in "
+        f"{state.action}: {what} ({model}, @{state.environment} in MLflow; evidence signed by "
+        f"{signer}); tag moved in "
         f"{outcome.seconds * 1000:.0f} ms; wrote {settings.deploy_dir / state.environment}.yaml "
         "(commit it)",
         soft_wrap=True,
@@ -576,6 +652,10 @@ def summary(
         Path | None,
         typer.Option(help="a deploy/<env>.yaml: summarise that promotion instead of a run"),
     ] = None,
+    evidence: Annotated[
+        Path | None,
+        typer.Option(help="build/evidence: summarise a release job (digest, signed statements)"),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option(help="append here (e.g. $GITHUB_STEP_SUMMARY); default: stdout")
     ] = None,
@@ -585,6 +665,8 @@ def summary(
 
     if release is not None:
         text = _run(lambda: render.release_summary(release))
+    elif evidence is not None:
+        text = _run(lambda: render.release_run_summary(artifacts.IMAGE, evidence))
     else:
         files = render.RunFiles(metrics_diff=metrics_diff)
         text = _run(lambda: render.ci_summary(files, diff_base=diff_base))

@@ -251,6 +251,17 @@ class Settings(BaseSettings):
     promote_lock_timeout_s: float = Field(
         default=120, ge=0, description="PROMOTE_LOCK_TIMEOUT_S; wait for a running promotion"
     )
+    release_signing_key: SecretStr | None = Field(
+        default=None,
+        description="RELEASE_SIGNING_KEY; the release key's PEM (the release job's secret)",
+    )
+    release_signing_key_file: Path | None = Field(
+        default=None, description="RELEASE_SIGNING_KEY_FILE; or the key's file (`pipeline keygen`)"
+    )
+    release_signers_dir: Path = Field(
+        default=Path("release/signers"),
+        description="RELEASE_SIGNERS_DIR; the trusted public keys (*.pub), committed",
+    )
     promoted_by: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMOTED_BY", "GITHUB_ACTOR"),

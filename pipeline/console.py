@@ -17,15 +17,27 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from pipeline.errors import DataValidationError, GateFailed, PipelineError
+from pipeline.errors import DataValidationError, GateFailed, PipelineError, redact_text
 
 err = Console(stderr=True)
 out = Console()
 T = TypeVar("T")
 
 
+class _Redacting(logging.Filter):
+    """The last guard: no log line shows a URI's user name or password (pipeline/errors.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
 def setup_logging(level: str = "INFO") -> None:
     handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    handler.addFilter(_Redacting())
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
     logging.getLogger("pipeline").setLevel(level)
     for noisy in ("great_expectations", "mlflow", "alembic"):
@@ -39,7 +51,8 @@ def explain(exc: PipelineError) -> None:
             err.print(f"  [red]✗[/red] {failure}", markup=True, highlight=False)
     if isinstance(exc, GateFailed):
         gate_table(exc.rows, console=err)
-    err.print(f"error: {exc}", style="red", highlight=False, soft_wrap=True, markup=False)
+    message = redact_text(str(exc))
+    err.print(f"error: {message}", style="red", highlight=False, soft_wrap=True, markup=False)
 
 
 def guarded(action: Callable[[], T]) -> T:

@@ -29,7 +29,9 @@ code  kind                      meaning
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 
 class PipelineError(Exception):
@@ -139,3 +141,31 @@ class RolledBack(RolloutFailed):
     """The orchestrator rolled a failed update back: the previous digest still serves."""
 
     exit_code = 10
+
+
+# -- credentials out of every message ---------------------------------------------------------
+# A URI may carry a user name and password (``postgresql://user:secret@db/mlflow``,
+# ``https://user:token@host/repo.git``). Every URI this tool logs or puts in an error goes
+# through :func:`redact`; text that may quote one (an exception from MLflow, requests or a
+# registry) through :func:`redact_text`; the CLI applies :func:`redact_text` to every log record
+# and every error line as a last guard (pipeline/console.py).
+
+# scheme://userinfo@ : userinfo is everything up to the last '@' before the host's end
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@'\"]+@")
+
+
+def redact(uri: str) -> str:
+    """``uri`` with any user name and password replaced by ``***``."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI>"
+    if "@" not in parts.netloc:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the userinfo of every ``scheme://user:password@host`` in it replaced."""
+    return _USERINFO.sub(lambda m: f"{m['scheme']}***@", text)

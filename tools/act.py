@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ def run(
     artifacts: Path,
     default_branch: str,
     inputs: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
     workflow: str | None = None,
     job: str | None = None,
     extra: list[str] | None = None,
@@ -133,6 +135,19 @@ def run(
     command += ["--env", f"ACT_ARTIFACTS_DIR={artifacts}"]
     command += [arg for name, value in variables.items() for arg in ("--var", f"{name}={value}")]
     command += [arg for k, v in (inputs or {}).items() for arg in ("--input", f"{k}={v}")]
+    # Secrets go in through a file only act reads (mode 0600, removed after the run): not on its
+    # command line, where `ps` and the log's first line would show them, and not in its
+    # environment, which in self-hosted mode every step of every job would inherit.
+    secret_file = None
+    if secrets:
+        fd, name = tempfile.mkstemp(prefix="act-secrets-", suffix=".env")
+        with os.fdopen(fd, "w") as out:
+            for key, value in secrets.items():
+                escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+                out.write(f'{key}="{escaped}"\n')
+        secret_file = Path(name)
+    command += ["--secret-file", str(secret_file) if secret_file else os.devnull]
+    environ = clean_env()
     command += ["-j", job] if job else []
     command += extra or []
     log = log or artifacts.parent / f"{artifacts.name}.log"
@@ -142,7 +157,7 @@ def run(
         process = subprocess.Popen(
             command,
             cwd=repo,
-            env=clean_env(),
+            env=environ,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -160,6 +175,8 @@ def run(
         finally:
             timer.cancel()
             returncode = process.wait()
+            if secret_file is not None:
+                secret_file.unlink(missing_ok=True)
     return ActRun(returncode, log.read_text(), time.monotonic() - started, artifacts)
 
 
@@ -200,6 +217,14 @@ def main(argv: list[str]) -> int:
         ),
         "MLFLOW_ARTIFACTS_DIR": os.environ.get("MLFLOW_ARTIFACTS_DIR", str(ROOT / "mlartifacts")),
     }
+    # The release job signs with RELEASE_SIGNING_KEY (a secret on GitHub): from the caller's
+    # environment, or the file RELEASE_SIGNING_KEY_FILE names (`pipeline keygen`).
+    secrets = {}
+    key_file = os.environ.get("RELEASE_SIGNING_KEY_FILE")
+    if os.environ.get("RELEASE_SIGNING_KEY"):
+        secrets["RELEASE_SIGNING_KEY"] = os.environ["RELEASE_SIGNING_KEY"]
+    elif key_file:
+        secrets["RELEASE_SIGNING_KEY"] = Path(key_file).expanduser().read_text()
     default = _git("symbolic-ref", "--short", "refs/remotes/origin/HEAD").removeprefix("origin/")
     default = default or _git("branch", "--show-current") or "main"
     stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -213,6 +238,7 @@ def main(argv: list[str]) -> int:
             artifacts=artifacts,
             default_branch=default,
             workflow=args.workflow,
+            secrets=secrets,
             extra=extra,
             echo=True,
         )

@@ -37,7 +37,7 @@ from pipeline.ab.stats import sample_size_per_arm
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, ReleaseRefused
 from pipeline.ml import tracking
-from pipeline.release import promotion
+from pipeline.release import promotion, signing
 from pipeline.release.evidence import evidence_tag, find_evidence, image_manifest
 from pipeline.release.registry import Registry
 from pipeline.release.state import Environment, State, read_state, state_path, write_state
@@ -125,7 +125,7 @@ def start(
             )
         if env == "production":
             _held_by_staging(settings, manifest.digest)
-        evidence = find_evidence(registry, manifest)
+        evidence = find_evidence(registry, manifest, keys=signing.trusted_keys(settings))
         labels = (registry.image_config(manifest).get("config") or {}).get("Labels") or {}
         name, version = labels.get("ml.model.name"), labels.get("ml.model.version")
         if not name or not version:
@@ -145,7 +145,11 @@ def start(
             candidate=Candidate(
                 image=ImageRef(repository=registry.repository, digest=manifest.digest),
                 model=ModelRef(name=name, version=version, mlflow_run_id=model.run_id),
-                evidence=EvidenceRef(digest=evidence.digest, tag=evidence_tag(manifest.digest)),
+                evidence=EvidenceRef(
+                    digest=evidence.digest,
+                    tag=evidence_tag(manifest.digest),
+                    signer=evidence.signer,
+                ),
             ),
             split=split or Split(),
             metric=metric,

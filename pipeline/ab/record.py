@@ -84,6 +84,7 @@ class ModelRef(_Entry):
 class EvidenceRef(_Entry):
     digest: str = Field(pattern=DIGEST)
     tag: str = Field(min_length=1, max_length=255)
+    signer: str | None = Field(default=None, max_length=255)  # the key that signed it
 
 
 class Candidate(_Entry):

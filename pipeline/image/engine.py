@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import docker
+import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.utils import parse_repository_tag
 
@@ -245,6 +246,27 @@ class Engine:
                 container.stop(timeout=10)
             finally:
                 container.remove(force=True)
+
+    def output(self, ref: str, *, command: list[str], timeout: float = 120) -> str:
+        """What ``command`` prints when run in a throwaway container of ``ref`` (its entrypoint
+        replaced, no network, removed after): facts read from the image as it is."""
+        try:
+            container = self.client.containers.run(
+                ref, entrypoint=command[:1], command=command[1:], detach=True, network_mode="none"
+            )
+        except DockerException as exc:
+            raise ImageError(f"could not start a container from {ref}: {exc}") from None
+        try:
+            status = container.wait(timeout=timeout)
+            out: bytes = container.logs(stdout=True, stderr=False)
+            if int(status.get("StatusCode", 1)) != 0:
+                err = container.logs(stdout=False, stderr=True).decode(errors="replace")
+                raise ImageError(f"{command[0]} in {ref} failed: {err.strip()[-300:]}")
+            return out.decode("utf-8", errors="replace")
+        except (DockerException, requests.RequestException) as exc:
+            raise ImageError(f"reading {ref} failed: {exc}") from None
+        finally:
+            container.remove(force=True)
 
     def push(
         self,

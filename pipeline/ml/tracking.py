@@ -6,17 +6,20 @@ Default store: SQLite (`sqlite:///mlflow.db`) with artifacts in `mlartifacts/`, 
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
 from pipeline.config import Settings
-from pipeline.errors import TrackingError
+from pipeline.errors import TrackingError, redact_text
+from pipeline.errors import redact as redact  # the stages log the store's URI through it
 
 
 @dataclass(frozen=True)
@@ -26,17 +29,17 @@ class RegisteredModel:
     version: str
 
 
-def redact(uri: str) -> str:
-    """``uri`` fit for a log line or an error message: any user name and password replaced by
-    ``***`` (``postgresql://user:secret@db/mlflow`` -> ``postgresql://***@db/mlflow``)."""
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow logs a store error with its traceback before raising it; the release commands
+    turn it into one TrackingError line, so its own log stays silent meanwhile."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
     try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable URI>"
-    if "@" not in parts.netloc:
-        return uri
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _mlflow() -> Any:
@@ -62,7 +65,8 @@ def connect(settings: Settings, *, experiment: str) -> None:
         mlflow.set_experiment(experiment)
     except Exception as exc:  # MLflow raises MlflowException, requests and SQLAlchemy errors
         raise TrackingError(
-            f"MLflow store {redact(settings.mlflow_tracking_uri)!r} is not usable: {exc}. "
+            f"MLflow store {redact(settings.mlflow_tracking_uri)!r} is not usable: "
+            f"{redact_text(str(exc))}. "
             "Check MLFLOW_TRACKING_URI (unset it to use the local SQLite store)."
         ) from None
 
@@ -147,17 +151,16 @@ def version_state(settings: Settings, *, name: str, version: str) -> VersionStat
     model the store does not know stops with the registry and deploy/ untouched.
     """
     mlflow = _mlflow()
-    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
-        found = mlflow.MlflowClient().get_model_version(name, version)
-    except MlflowException as exc:
+        with _quiet():
+            found = mlflow.MlflowClient().get_model_version(name, version)
+    except Exception as exc:  # MlflowException, and requests/SQLAlchemy errors from the store
         raise TrackingError(
             f"MLflow store {redact(settings.mlflow_tracking_uri)!r} has no version {version} "
             f"of model "
-            f"{name!r} ({str(exc).splitlines()[0][:160]}): point MLFLOW_TRACKING_URI at the "
-            "store that trained it"
+            f"{name!r} ({_first(exc)}): point MLFLOW_TRACKING_URI at the store that trained it"
         ) from None
     return VersionState(run_id=str(found.run_id), aliases=list(found.aliases))
 
@@ -165,13 +168,58 @@ def version_state(settings: Settings, *, name: str, version: str) -> VersionStat
 def move_alias(settings: Settings, *, name: str, version: str, alias: str) -> None:
     """Point `alias` at `version` (MLflow moves it off any other version of the model)."""
     mlflow = _mlflow()
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        with _quiet():
+            mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+    except Exception as exc:  # MlflowException, and requests/SQLAlchemy errors from the store
+        raise TrackingError(
+            f"could not set alias {alias!r} on {name} version {version} in "
+            f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"
+        ) from None
+
+
+def alias_version(settings: Settings, *, name: str, alias: str) -> str | None:
+    """The version of ``name`` holding ``alias``, None when none does (what a promotion puts
+    back if it cannot finish)."""
+    mlflow = _mlflow()
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
-        mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+        with _quiet():
+            found = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
+            return None
         raise TrackingError(
-            f"could not set alias {alias!r} on {name} version {version} in "
-            f"{redact(settings.mlflow_tracking_uri)!r}: {str(exc).splitlines()[0][:160]}"
+            f"could not read alias {alias!r} of {name} in "
+            f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"
         ) from None
+    except Exception as exc:  # requests/SQLAlchemy errors from the store
+        raise TrackingError(
+            f"could not read alias {alias!r} of {name} in "
+            f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"
+        ) from None
+    return str(found.version)
+
+
+def delete_alias(settings: Settings, *, name: str, alias: str) -> None:
+    """Remove ``alias`` from ``name`` (a first promotion that could not finish)."""
+    mlflow = _mlflow()
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        with _quiet():
+            mlflow.MlflowClient().delete_registered_model_alias(name, alias)
+    except Exception as exc:  # MlflowException, and requests/SQLAlchemy errors from the store
+        raise TrackingError(
+            f"could not delete alias {alias!r} of {name} in "
+            f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"
+        ) from None
+
+
+def _first(exc: BaseException) -> str:
+    """An MLflow error's first line, credentials redacted: fit for one-line messages."""
+    return redact_text((str(exc).splitlines() or [type(exc).__name__])[0][:160])

@@ -100,7 +100,7 @@ def run_suite(
     ]
     # Options inherited from the caller's environment (PYTEST_ADDOPTS="-k nomatch", say) must not
     # change what the suite checks.
-    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
     return subprocess.run(command, check=False, env=env).returncode
 
 
@@ -121,9 +121,14 @@ def build_report(
     tools: dict[str, str],
     budgets: ContractParams,
     error: str | None,
+    pytest_exit: int | None,
+    suite: list[str],
 ) -> ContractReport:
-    """The report; ``verdict`` is pass only with no error, no failed test and at least one
-    passed test."""
+    """The report; ``verdict`` is pass only when it is complete (evidence.completeness_problem:
+    pytest exited 0, every check module of ``suite`` passed tests and failed none, the fuzz
+    budget was met) and nothing went wrong around it."""
+    from pipeline.release.evidence import completeness_problem
+
     props = summary.get("properties", {})
     checks: dict[str, dict[str, int]] = summary.get("checks", {})
     passed = sum(c.get("passed", 0) for c in checks.values())
@@ -132,10 +137,12 @@ def build_report(
     hostile = hostile_report(props, checks.get("hostile", {}))
     if error is None and not hostile.cases:
         error = f"the hostile-input suite ({HOSTILE}) ran no case"
+    if error is None and pytest_exit not in (0, 1):  # 1: some test failed (the JUnit says which)
+        error = f"pytest exited {pytest_exit} (usage error, interrupted, or no test collected)"
     verdict: Literal["pass", "fail"] = (
         "pass" if error is None and not summary.get("failed") and hostile.passed else "fail"
     )
-    return ContractReport(
+    report = ContractReport(
         schema=REPORT_SCHEMA,
         verdict=verdict,
         error=error,
@@ -151,7 +158,14 @@ def build_report(
         failed=summary.get("failed", []),
         tools=tools,
         hostile=hostile,
+        suite=suite,
+        pytest_exit=pytest_exit,
     )
+    incomplete = completeness_problem(report)
+    if incomplete is None:
+        return report
+    reason = report.error or (None if report.failed else f"incomplete: {incomplete}")
+    return report.model_copy(update={"verdict": "fail", "error": reason})
 
 
 def hostile_report(properties: dict[str, Any], counts: dict[str, int]) -> HostileReport:
@@ -173,6 +187,11 @@ def hostile_report(properties: dict[str, Any], counts: dict[str, int]) -> Hostil
         peak_mb=max(peaks) if peaks else None,
         memory_limit_mb=limits.pop() if len(limits) == 1 else None,
     )
+
+
+def suite_modules(suite: Path = SUITE) -> list[str]:
+    """The check modules of the contract suite: each must pass tests in every report."""
+    return sorted(_check_of(p.stem) for p in suite.glob("test_*.py"))
 
 
 def contract_test(
@@ -201,6 +220,7 @@ def contract_test(
     junit.unlink(missing_ok=True)
     ready: float | None = None
     error: str | None = None
+    code: int | None = None
     log.info("starting %s (memory %d MB, %g CPU)", image_ref, budgets.memory_mb, budgets.cpus)
     clock = time.monotonic()
     with engine.run(image_ref, port=PORT, memory=f"{budgets.memory_mb}m", cpus=budgets.cpus) as box:
@@ -217,8 +237,6 @@ def contract_test(
                 params=params_file,
                 container=box.id,
             )
-            if code not in (0, 1):  # 1: some test failed (the JUnit file says which)
-                error = f"pytest exited {code} (usage error, interrupted, or no test collected)"
         except SmokeFailed as exc:
             error = f"readiness: {exc}"
         finally:
@@ -242,6 +260,8 @@ def contract_test(
         tools=tool_versions(engine.describe()),
         budgets=budgets,
         error=error,
+        pytest_exit=code,
+        suite=suite_modules(),
     )
     path = artifacts.write_report(report, out_dir / artifacts.CONTRACT_REPORT.name)
     if report.verdict != "pass":

@@ -46,6 +46,7 @@ EMPTY_CONFIG = {  # the OCI 1.1 empty descriptor: an artifact with no config
     "size": 2,
     "data": "e30=",
 }
+MAX_BLOB_BYTES = 16 * 1024 * 1024  # configs and evidence; layers never pass through here
 START = "start it (`make registry` for a local one) or check REGISTRY"
 # oras-py retries every failed request 5 times over about two minutes; a release step should
 # fail fast and say why, so requests go through its undecorated method (see _Client).
@@ -201,12 +202,15 @@ class Registry:
             raise RegistryError(f"HEAD {self.ref(tag)}: {_why(response)}")
         return digest
 
-    def put_manifest(self, manifest: Manifest, tag: str) -> None:
-        """Point ``tag`` at ``manifest`` (same bytes, so the same digest), then read it back."""
+    def put_manifest(self, manifest: Manifest, tag: str, *, verify: bool = True) -> None:
+        """Point ``tag`` at ``manifest`` (same bytes, so the same digest), then (``verify``)
+        read it back."""
         headers = {"Content-Type": manifest.media_type}
         response = self._request("PUT", f"manifests/{tag}", data=manifest.raw, headers=headers)
         if response.status_code not in (200, 201):
             raise RegistryError(f"PUT {self.ref(tag)}: {_why(response)}")
+        if not verify:
+            return
         now = self.digest_of(tag)
         if now != manifest.digest:
             raise RegistryError(f"{self.ref(tag)} resolves to {now}, not {manifest.digest}")
@@ -215,11 +219,27 @@ class Registry:
         """An image's config blob (labels, ...): a few KB, no layer is read."""
         return dict(json.loads(self._blob(str(manifest.body["config"]["digest"]))))
 
-    def _blob(self, digest: str) -> bytes:
-        response = self._request("GET", f"blobs/{digest}")
+    def _blob(self, digest: str, *, max_bytes: int = MAX_BLOB_BYTES) -> bytes:
+        """A blob, at most ``max_bytes``, whose content must hash to ``digest``: what the
+        registry answers is trusted only as far as the digest we asked for."""
+        response = self._request("GET", f"blobs/{digest}", stream=True)
         if response.status_code != 200:
             raise RegistryError(f"blob {digest} of {self.repository}: {_why(response)}")
-        return response.content
+        content = bytearray()
+        try:
+            for chunk in response.iter_content(chunk_size=65536):
+                content += chunk
+                if len(content) > max_bytes:
+                    break
+        except requests.RequestException as exc:
+            raise RegistryError(f"blob {digest}: the download broke ({_first_line(exc)})") from None
+        finally:
+            response.close()
+        if len(content) > max_bytes:
+            raise RegistryError(f"blob {digest} is larger than {max_bytes} bytes: refused")
+        if "sha256:" + hashlib.sha256(content).hexdigest() != digest:
+            raise RegistryError(f"blob {digest} of {self.repository} does not match its digest")
+        return bytes(content)
 
     def push_artifact(
         self,
@@ -230,11 +250,12 @@ class Registry:
         filename: str,
         annotations: dict[str, str],
         tag: str,
+        layer_type: str | None = None,
     ) -> str:
         """Push ``content`` as an OCI 1.1 artifact whose ``subject`` is the image, tagged
         ``tag`` too (for registries without the referrers API). Returns its digest."""
         layer: dict[str, Any] = {
-            "mediaType": artifact_type,
+            "mediaType": layer_type or artifact_type,
             "digest": "sha256:" + hashlib.sha256(content).hexdigest(),
             "size": len(content),
             "annotations": {"org.opencontainers.image.title": filename},
@@ -282,12 +303,15 @@ class Registry:
         found = response.json().get("manifests") or []
         return [str(m["digest"]) for m in found if m.get("artifactType") == artifact_type]
 
-    def artifact_content(self, manifest: Manifest) -> bytes:
-        """The single layer of an artifact made by :meth:`push_artifact`."""
+    def artifact_content(self, manifest: Manifest, *, max_bytes: int = MAX_BLOB_BYTES) -> bytes:
+        """The single layer of an artifact made by :meth:`push_artifact`, at most ``max_bytes``."""
         layers = manifest.body.get("layers") or []
         if len(layers) != 1:
             raise RegistryError(f"{manifest.digest} has {len(layers)} layers, not one")
-        return self._blob(str(layers[0]["digest"]))
+        size = layers[0].get("size")
+        if not isinstance(size, int) or size > max_bytes:
+            raise RegistryError(f"{manifest.digest}'s layer declares {size!r} bytes: refused")
+        return self._blob(str(layers[0]["digest"]), max_bytes=max_bytes)
 
 
 _ACCEPT = {"Accept": ", ".join(MANIFEST_TYPES)}

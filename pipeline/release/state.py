@@ -41,8 +41,11 @@ class Model(_Entry):
 
 
 class EvidenceRef(_Entry):
-    digest: str
+    digest: str  # the signed contract statement (an OCI artifact referring to the image)
     tag: str
+    signer: str | None = None  # the trusted key that signed it (its name in release/signers/)
+    sbom: str | None = None  # the signed SBOM and provenance statements' artifacts
+    provenance: str | None = None
 
 
 class Release(_Entry):

@@ -15,6 +15,7 @@ Pure rendering: no network, no registry, no MLflow.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,12 +69,35 @@ def release_summary(state_file: Path) -> str:
         ("model", f"{state.model.name} version {state.model.version}"),
         ("MLflow run", f"`{state.model.mlflow_run_id}`"),
         ("evidence", f"`{state.evidence.digest}` (tag `{state.evidence.tag}`)"),
+        ("signed by", state.evidence.signer or "(not recorded)"),
         ("when, who", f"{state.promoted_at}, {state.promoted_by}"),
         ("before", f"`{previous.image.digest}` ({previous.action})" if previous else "nothing"),
         ("state file", f"`{state_file}`, history of {len(state.history)}"),
     ]
     lines = [f"## {state.environment}: {state.action}", "", "| | |", "|---|---|"]
     lines += [f"| {key} | {_cell(value)} |" for key, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def release_run_summary(image_json: Path, evidence_dir: Path) -> str:
+    """The summary of ci.yml's release job: the digest it pushed and the statements it signed
+    (read back from the files, not verified here: `pipeline attest` verified them)."""
+    image = artifacts.read_image(image_json)
+    pushed = image.registry
+    lines = ["## Release: " + ("✅ pushed, signed, attested" if pushed else "❌ not pushed"), ""]
+    if pushed is not None:
+        lines += [f"`{pushed.ref}`", "", f"tags: {_tags(pushed.tags)}", ""]
+        lines += [f"Promote it: run the **promote** workflow with image `{pushed.digest}`.", ""]
+    lines += ["| evidence | predicate type | signed by key | file |", "|---|---|---|---|"]
+    for path in sorted(evidence_dir.glob("*.dsse.json")) if evidence_dir.is_dir() else []:
+        try:
+            envelope = json.loads(path.read_text())
+            statement = json.loads(base64.b64decode(envelope["payload"]))
+            keyids = ", ".join(f"`{s.get('keyid', '')[:16]}…`" for s in envelope["signatures"])
+            kind = path.name.removesuffix(".dsse.json")
+            lines.append(f"| {kind} | `{statement.get('predicateType')}` | {keyids} | `{path}` |")
+        except (ValueError, KeyError, TypeError):
+            lines.append(f"| ? | not an envelope | | `{path}` |")
     return "\n".join(lines) + "\n"
 
 

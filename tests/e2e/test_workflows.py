@@ -19,15 +19,18 @@ import yaml
 
 from pipeline.image.engine import Engine
 from pipeline.ml import tracking
+from pipeline.release import signing
 from pipeline.release.evidence import evidence_tag, find_evidence
 from tests.e2e.conftest import Project
 from tools.act import ActRun
+from tools.template import run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.slow]
 
 CI, PROMOTE = "ci.yml", "promote.yml"
 PIPELINE_JOB = "ci/pipeline, image and contract"
 CHECKS_JOB = "ci/lint and unit tests"
+RELEASE_JOB = "ci/release (push, sign, attest)"
 
 
 def fails_with(outcome: ActRun, text: str) -> None:
@@ -46,10 +49,10 @@ def succeeded(outcome: ActRun) -> None:
 
 @pytest.fixture(scope="module")
 def pushed(project: Project) -> dict[str, Any]:
-    """One `act push` of ci.yml on the default branch; build/image.json from its artifacts."""
+    """One `act push` of ci.yml on the default branch; the release job's build/image.json."""
     outcome = project.act("push", "push", workflow=CI)
     succeeded(outcome)
-    image_json = outcome.artifacts / "metrics" / "build" / "image.json"
+    image_json = outcome.artifacts / "release" / "build" / "image.json"
     assert image_json.is_file(), f"no image.json among the artifacts in {outcome.artifacts}"
     image = json.loads(image_json.read_text())
     return {"run": outcome, "image": image, "commit": project.git("rev-parse", "HEAD")}
@@ -78,11 +81,15 @@ def promoted(project: Project, pushed: dict[str, Any]) -> dict[str, ActRun]:
     return {"staging": staging, "production": production}
 
 
-def test_push_runs_both_jobs_and_pushes_the_image_with_its_evidence(
+def test_push_runs_the_three_jobs_and_pushes_the_image_with_its_signed_evidence(
     project: Project, pushed: dict[str, Any]
 ) -> None:
     outcome, image = pushed["run"], pushed["image"]
-    assert outcome.jobs() == {CHECKS_JOB: "succeeded", PIPELINE_JOB: "succeeded"}
+    assert outcome.jobs() == {
+        CHECKS_JOB: "succeeded",
+        PIPELINE_JOB: "succeeded",
+        RELEASE_JOB: "succeeded",
+    }
     commit = pushed["commit"]
     digest = image["digest"]
     tags = project.contents()[project.repository]
@@ -93,10 +100,13 @@ def test_push_runs_both_jobs_and_pushes_the_image_with_its_evidence(
     assert registry.digest_of(f"sha-{commit}") == digest
     manifest = registry.manifest(digest)
     assert manifest is not None and manifest.body["config"]["digest"] == image["id"]
-    evidence = find_evidence(registry, manifest)  # what a promotion will demand
-    assert evidence.report.verdict == "pass"
-    named = [evidence.report.image.digest, *evidence.report.image.digests]
-    assert any(str(ref).endswith(digest) for ref in named)
+    keys = signing.trusted_keys(project.settings())
+    evidence = find_evidence(registry, manifest, keys=keys)  # what a promotion will demand
+    assert evidence.report.verdict == "pass" and evidence.signer == "release"
+    assert evidence.report.image.id == image["id"]
+    # The key reached the signing step alone: no other step's environment had it.
+    key_text = project.key.read_text().strip().splitlines()[1]
+    assert key_text not in outcome.output
 
 
 def test_push_uploads_junit_metrics_plots_and_data_docs_as_artifacts(
@@ -110,6 +120,10 @@ def test_push_uploads_junit_metrics_plots_and_data_docs_as_artifacts(
         "metrics/reports/gates.json",
         "metrics/build/metrics-diff.json",
         "metrics/build/contract-report.json",
+        "metrics/build/sbom.cdx.json",
+        "release/build/evidence/contract.dsse.json",
+        "release/build/evidence/sbom.dsse.json",
+        "release/build/evidence/provenance.dsse.json",
         "plots/plots/roc.png",
         "plots/plots/confusion.csv",
         "data-docs/reports/data_docs/index.html",
@@ -129,14 +143,17 @@ def test_push_writes_a_job_summary_with_metrics_diff_gates_digest_and_size(
     summary = pushed["run"].summaries()[PIPELINE_JOB]
     holdout = json.loads((pushed["run"].artifacts / "metrics/metrics/holdout.json").read_text())
     image = pushed["image"]
-    assert "## Pipeline: ✅" in summary and "pushed" in summary
+    assert "## Pipeline: ✅" in summary and "not pushed" in summary  # the release job pushes
     assert f"| accuracy | {holdout['accuracy']:.4f} |" in summary
     assert "### `dvc metrics diff` against `origin/main`" in summary
     assert "### Quality gates: pass" in summary
     assert "| threshold | accuracy | >= 0.9 |" in summary
-    assert image["digest"] in summary
     assert f"{image['size_mb']} MB" in summary
     assert "### Contract test" in summary and "| verdict | pass |" in summary
+    release = pushed["run"].summaries()[RELEASE_JOB]
+    assert "## Release: ✅ pushed, signed, attested" in release and image["digest"] in release
+    for kind in ("contract", "sbom", "provenance"):
+        assert f"| {kind} |" in release
 
 
 def test_dispatch_promotes_to_staging_then_production_and_commits_deploy_files(
@@ -184,7 +201,7 @@ def test_promoting_an_untested_digest_fails_and_changes_nothing(
         inputs={"environment": "staging", "image": digest},
     )
 
-    fails_with(outcome, "no passing contract evidence")
+    fails_with(outcome, "no valid signed contract evidence")
     assert project.origin_head() == head
     assert project.contents() == before
     assert registry.digest_of("staging") == pushed["image"]["digest"]
@@ -218,6 +235,69 @@ def test_rollback_with_no_earlier_production_digest_is_refused(
     )
     fails_with(outcome, "nothing to roll back to")
     assert project.origin_head() == head
+
+
+def test_promote_dispatched_on_a_branch_other_than_the_default_does_nothing(
+    project: Project, pushed: dict[str, Any], promoted: dict[str, ActRun]
+) -> None:
+    head, before = project.origin_head(), project.contents()
+    branches = run(project.origin, "git", "branch", "--list").stdout
+    # What the branch would do if its job ran: move production back to an untested digest.
+    state = project.origin_file("deploy/production.yaml")
+    outcome = project.act(
+        "promote-from-branch",
+        "workflow_dispatch",
+        workflow=PROMOTE,
+        inputs={"environment": "production", "rollback": "true"},
+        ref="feature/sneaky-promotion",
+    )
+    assert outcome.returncode == 0, outcome.output[-3000:]
+    assert project.origin_file("deploy/production.yaml") == state
+    assert outcome.jobs() == {}, outcome.jobs()  # the job never started
+    assert "Install (.venv" not in outcome.output and "pipeline promote" not in outcome.output
+    assert project.origin_head() == head
+    assert run(project.origin, "git", "branch", "--list").stdout == branches
+    assert project.contents() == before
+
+
+def test_when_the_deploy_commit_cannot_be_pushed_the_summary_says_what_moved(
+    project: Project, pushed: dict[str, Any], promoted: dict[str, ActRun]
+) -> None:
+    """The tag and alias move, the git push is refused (a hook in origin): the job fails and its
+    summary says what moved and that a re-run finishes it; the re-run does."""
+    digest = pushed["image"]["digest"]
+    registry = project.client()
+    # The git record lags the registry (as after a lost push): staging's file is gone, so the
+    # promotion writes it again while the tag and the alias already hold the digest.
+    (project.repo / "deploy" / "staging.yaml").unlink()
+    head = project.commit_and_push("the record lags: no deploy/staging.yaml")
+    hook = project.origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'refused by policy' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    try:
+        outcome = project.act(
+            "promote-push-refused",
+            "workflow_dispatch",
+            workflow=PROMOTE,
+            inputs={"environment": "staging", "image": digest},
+        )
+    finally:
+        hook.unlink()
+    assert outcome.returncode != 0
+    summary = only(outcome.summaries())
+    assert "⚠️ staging moved, but deploy/staging.yaml was not pushed to main" in summary, summary
+    assert digest in summary and "Re-run this workflow" in summary
+    assert project.origin_head() == head and registry.digest_of("staging") == digest
+    again = project.act(
+        "promote-push-rerun",
+        "workflow_dispatch",
+        workflow=PROMOTE,
+        inputs={"environment": "staging", "image": digest},
+    )
+    succeeded(again)
+    state = yaml.safe_load(project.origin_file("deploy/staging.yaml") or "")
+    assert state["image"]["digest"] == digest == registry.digest_of("staging")
+    project.pull()
 
 
 def test_an_impossible_gate_fails_the_push_workflow_before_anything_is_pushed(

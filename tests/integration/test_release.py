@@ -1,187 +1,50 @@
 """The release flow against a real registry, real images and a real MLflow store.
 
 A temp copy of the template runs `dvc repro` (model version 1: image A), then the documented
-commands: `pipeline push`, `pipeline contract-test`, `pipeline attest`, `pipeline promote`,
-`pipeline rollback`, against Debian's docker-registry on a free loopback port with its storage
-in a temp folder. A second training run (version 2: image B) gives production something to roll
-back from. The tests run in file order and build on each other, as a release does.
+commands: `pipeline push`, `pipeline contract-test`, `pipeline sbom`, `pipeline sign`,
+`pipeline attest`, `pipeline promote`, `pipeline rollback`, against Debian's docker-registry on a
+free loopback port with its storage in a temp folder, with a release key made by
+`pipeline keygen`. A second training run (version 2: image B) gives production something to roll
+back from. The tests run in file order and build on each other, as a release does; the attacks,
+half-way failures, races and rollbacks follow in test_release_integrity.py.
 """
 
 from __future__ import annotations
 
-import io
-import re
+import json
 import shutil
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from pydantic import SecretStr
 
 from pipeline import artifacts
-from pipeline.config import ContractParams, Settings
+from pipeline.config import Settings
 from pipeline.image.engine import Engine
-from pipeline.ml import tracking
-from pipeline.release import promotion
-from pipeline.release.contract_runner import build_report
-from pipeline.release.evidence import find_evidence
+from pipeline.release import promotion, signing
+from pipeline.release.evidence import CONTRACT, KINDS, find_evidence
 from pipeline.release.registry import Registry
 from tests.support.registry import LocalRegistry, TokenServer, htpasswd
-from tests.support.reports import with_hostile
-from tools.template import GIT, copy_template, dvc, edit_params, env, run
+from tests.support.release_world import (
+    IMAGE_NAME,
+    REPOSITORY,
+    SIGNER,
+    Outcome,
+    World,
+    attach,
+    complete_report,
+    contract_tested,
+    derived,
+    signed_evidence,
+    start_waiting,
+)
+from tools.template import GIT, dvc, edit_params, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 
-RUN_ID = uuid.uuid4().hex[:8]
-IMAGE_NAME = f"test-release-{RUN_ID}"
-REPOSITORY = f"test/release-{RUN_ID}"
-PIPELINE = str(Path(sys.executable).parent / "pipeline")
 FILLER_MB = 500
-
-
-@dataclass
-class World:
-    work: Path
-    registry: LocalRegistry
-    digests: dict[str, str] = field(default_factory=dict)  # A, B, untested, small, large
-    refs: dict[str, str] = field(default_factory=dict)  # local image refs
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def env(self, **extra: str) -> dict[str, str]:
-        values = env()
-        values.update(
-            REGISTRY=self.registry.address,
-            REGISTRY_INSECURE="true",
-            IMAGE_REPOSITORY=REPOSITORY,
-            PROMOTED_BY="release-test",
-            REGISTRY_TIMEOUT_S="5",
-        )
-        values.update(extra)
-        return values
-
-    def pipeline(self, *args: str, check: bool = True, **extra: str) -> Outcome:
-        started = time.monotonic()
-        done = subprocess.run(
-            [PIPELINE, *args],
-            cwd=self.work,
-            env=self.env(**extra),
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        output = done.stdout + done.stderr
-        if check and done.returncode != 0:
-            raise AssertionError(f"pipeline {' '.join(args)} exited {done.returncode}\n{output}")
-        return Outcome(done.returncode, output, time.monotonic() - started)
-
-    def settings(self) -> Settings:
-        return Settings(
-            registry=self.registry.address,
-            image_repository=REPOSITORY,
-            registry_insecure=True,
-            mlflow_tracking_uri=f"sqlite:///{self.work / 'mlflow.db'}",
-            deploy_dir=self.work / "deploy",
-            promote_lock_timeout_s=0,
-        )
-
-    def client(self) -> Registry:
-        return Registry(self.settings())
-
-    def state(self, env: str) -> dict[str, Any]:
-        return dict(yaml.safe_load((self.work / "deploy" / f"{env}.yaml").read_text()))
-
-    def aliases(self, version: str) -> list[str]:
-        name = self.image_json()["labels"]["ml.model.name"]
-        return tracking.version_state(self.settings(), name=name, version=version).aliases
-
-    def image_json(self) -> dict[str, Any]:
-        return dict(yaml.safe_load((self.work / "build/image.json").read_text()))
-
-    def blobs(self) -> int:
-        return sum(1 for _ in (self.registry.root / "storage").rglob("blobs/sha256/*/*/data"))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    output: str
-    seconds: float
-
-    def tag_move_ms(self) -> float:
-        match = re.search(r"tag moved in (\d+) ms", self.output)
-        assert match, self.output
-        return float(match.group(1))
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    engine = Engine.connect()
-    yield engine
-    for image in engine.client.images.list():
-        for tag in image.tags:
-            if IMAGE_NAME in tag or REPOSITORY in tag:
-                engine.untag(tag)
-
-
-@pytest.fixture(scope="module")
-def world(
-    template_root: Path, tmp_path_factory: pytest.TempPathFactory, engine: Engine
-) -> Iterator[World]:
-    root = tmp_path_factory.mktemp("release")
-    work = copy_template(template_root, root / "project")
-    edit_params(work, "image", name=IMAGE_NAME)
-    # Version 2 must not be held back by the champion gate: this test is about releasing.
-    edit_params(work, "validate", champion={"enabled": False})
-    run(work, *GIT, "commit", "-qam", "test settings")
-    wheels = template_root / "build/wheels"
-    if (wheels / ".serving.lock.sha256").is_file():  # a download cache, checked by its stamp
-        shutil.copytree(wheels, work / "build/wheels")
-    dvc(work, "repro")
-    registry = LocalRegistry(root / "registry").start()
-    try:
-        yield World(work=work, registry=registry)
-    finally:
-        registry.stop()
-
-
-def derived(engine: Engine, base: str, tag: str, *lines: str) -> str:
-    """An image FROM `base` (labels, model and server inherited) plus `lines`."""
-    dockerfile = "\n".join([f"FROM {base}", *lines]).encode()
-    engine.client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
-    return tag
-
-
-def start_waiting(world: World, *args: str) -> tuple[subprocess.Popen[str], str]:
-    """Start `pipeline ARGS` and return once it says it waits for the environment's lock."""
-    process = subprocess.Popen(
-        [PIPELINE, *args],
-        cwd=world.work,
-        env=world.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    seen = ""
-    while "waiting for another promotion" not in seen:
-        line = process.stderr.readline()
-        assert line, f"the promotion ended early:\n{seen}{process.communicate()[0]}"
-        seen += line
-    return process, seen
-
-
-def contract_tested(world: World, ref: str) -> None:
-    """Run the real contract suite on `ref` (after its push) and attest the report."""
-    world.pipeline("contract-test", "--image", ref)
-    world.pipeline("attest")
 
 
 def test_push_tags_the_image_with_its_commit_and_content_and_records_the_digest(
@@ -204,69 +67,65 @@ def test_push_tags_the_image_with_its_commit_and_content_and_records_the_digest(
     world.digests["A"], world.refs["A"] = digest, built["image"]
 
 
-def test_attest_attaches_the_passing_report_to_exactly_that_digest(world: World) -> None:
+def test_attest_attaches_signed_report_sbom_and_provenance_to_exactly_that_digest(
+    world: World,
+) -> None:
     contract_tested(world, world.refs["A"])
     registry = world.client()
     manifest = registry.manifest(world.digests["A"])
     assert manifest is not None
-    evidence = find_evidence(registry, manifest)
-    assert evidence.report.verdict == "pass"
+    keys = signing.trusted_keys(world.settings())
+    evidence = find_evidence(registry, manifest, keys=keys)
+    assert evidence.signer == SIGNER and set(evidence.artifacts) == {k.name for k in KINDS}
+    assert evidence.report.verdict == "pass" and evidence.report.pytest_exit == 0
     assert evidence.report.image.id == world.image_json()["id"]
-    fallback = registry.manifest(world.digests["A"].replace(":", "-") + ".contract")
-    assert fallback is not None and fallback.body["subject"]["digest"] == world.digests["A"]
+    for kind in KINDS:  # also under the tag scheme, for registries without the referrers API
+        artifact = registry.manifest(kind.tag(world.digests["A"]))
+        assert artifact is not None and artifact.body["subject"]["digest"] == world.digests["A"]
+        assert artifact.body["layers"][0]["mediaType"] == "application/vnd.dsse.envelope.v1+json"
+    sbom = json.loads((world.work / "build/sbom.cdx.json").read_text())
+    names = {component["name"].lower() for component in sbom["components"]}
+    assert {"numpy", "scikit-learn", "onnxruntime", "uvicorn"} <= names  # the image's, as built
+    assert "mlflow" not in names and "dvc" not in names  # not the pipeline's environment
+    statement = signing.verify(
+        (world.work / "build/evidence/provenance.dsse.json").read_bytes(), keys
+    ).statement
+    deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    revision = world.image_json()["labels"]["org.opencontainers.image.revision"]
+    assert deps[0]["digest"] == {"gitCommit": revision}
+    assert deps[1]["name"] == "dvc.lock" and len(deps[1]["digest"]["sha256"]) == 64
+    assert deps[2]["digest"]["sha256"] == world.image_json()["base"]["id"].split(":")[1]
 
 
-def test_an_untested_digest_is_refused_and_a_report_is_evidence_only_for_its_own_image(
+def test_an_untested_digest_is_refused_and_evidence_counts_only_for_its_own_digest(
     world: World, engine: Engine
 ) -> None:
     ref = derived(engine, world.refs["A"], f"{IMAGE_NAME}:untested", "LABEL test.variant=untested")
     image_id = engine.client.images.get(ref).id
     digest = engine.push(image_id, repository=world.registry.address + "/" + REPOSITORY, tags=["u"])
-    world.digests["untested"] = digest
+    world.digests["untested"], world.refs["untested"] = digest, ref
     done = world.pipeline("promote", "--image", digest, "--to", "staging", check=False)
-    assert done.code == 8 and "no passing contract evidence" in done.output, done.output
-    assert "Traceback" not in done.output
+    assert done.code == 8 and "no valid signed contract evidence" in done.one_line_error()
     assert not (world.work / "deploy/staging.yaml").exists()
     assert world.client().digest_of("staging") is None
-    # A's passing report, offered as evidence for the untested image, is refused.
+    # A's signed statements, offered as evidence for the untested image, are refused.
     done = world.pipeline("attest", "--image", digest, check=False)
     assert done.code == 8 and "is not evidence for" in done.output, done.output
+    assert "replayed" in done.output
 
 
-def write_report(path: Path, built: dict[str, Any], *, summary: dict[str, Any]) -> None:
-    """A report as `pipeline contract-test` writes it (its own builder), for ``built``."""
-    labels = built["labels"]
-    report = build_report(
-        image=artifacts.TestedImage(ref=built["image"], id=built["id"], digest=built["digest"]),
-        model=artifacts.TestedModel(
-            model_name=labels.get("ml.model.name", "none"),
-            model_version=labels.get("ml.model.version", "0"),
-            run_id=labels.get("ml.mlflow.run_id", "none"),
-            sha256=labels.get("ml.model.sha256", "0" * 64),
-        ),
-        summary=with_hostile(summary),
-        time_to_ready_s=1.0,
-        started=datetime.now(UTC),
-        tools={},
-        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10),
-        error=None,
-    )
-    artifacts.write_report(report, path)
-
-
-def test_a_failing_report_is_not_attested(world: World, tmp_path: Path) -> None:
+def test_a_failing_or_incomplete_report_is_not_signed(world: World, tmp_path: Path) -> None:
     built = world.image_json()
-    report = tmp_path / "failed-report.json"
-    write_report(  # the writer `pipeline contract-test` uses, with the failure it would record
-        report,
-        built,
-        summary={
-            "checks": {"latency": {"passed": 1, "failed": 1}},
-            "failed": ["latency::test_p95_within_budget"],
-        },
-    )
-    done = world.pipeline("attest", "--report", str(report), check=False)
-    assert done.code == 8 and "verdict 'fail'" in done.output, done.output
+    report = json.loads((world.work / "build/contract-report.json").read_text())
+    failing = dict(report, verdict="fail", failed=["latency::test_p95_within_budget"])
+    (tmp_path / "failed.json").write_text(json.dumps(failing))
+    done = world.pipeline("sign", "--report", str(tmp_path / "failed.json"), check=False)
+    assert done.code == 8 and "verdict is 'fail'" in done.one_line_error(), done.output
+    short = dict(report, fuzz_cases=report["budgets"]["fuzz_cases"] - 1)
+    (tmp_path / "short.json").write_text(json.dumps(short))
+    done = world.pipeline("sign", "--report", str(tmp_path / "short.json"), check=False)
+    assert done.code == 8 and "fuzz cases ran, the budget is" in done.one_line_error()
+    assert built["id"] == report["image"]["id"]
 
 
 def test_production_is_refused_before_staging_holds_the_digest(world: World) -> None:
@@ -299,8 +158,12 @@ def test_promotion_to_staging_moves_the_tag_to_the_same_digest_without_layers(
         "version": labels["ml.model.version"],
         "mlflow_run_id": labels["ml.mlflow.run_id"],
     }
-    evidence = registry.digest_of(world.digests["A"].replace(":", "-") + ".contract")
-    assert state["evidence"]["digest"] == evidence
+    evidence = registry.digest_of(CONTRACT.tag(world.digests["A"]))
+    assert state["evidence"]["digest"] == evidence and state["evidence"]["signer"] == SIGNER
+    for kind in ("sbom", "provenance"):
+        assert state["evidence"][kind] == registry.digest_of(
+            f"{world.digests['A']}.{kind}".replace(":", "-")
+        )
     assert state["promoted_by"] == "release-test" and state["history"] == []
     assert "staging" in world.aliases(labels["ml.model.version"])
     print(f"promotion of A to staging: {done.seconds:.2f} s, tag move {done.tag_move_ms()} ms")
@@ -329,7 +192,10 @@ def test_a_second_model_version_is_built_pushed_and_tested(world: World) -> None
     built = world.image_json()
     assert built["labels"]["ml.model.version"] == "2"
     world.digests["B"], world.refs["B"] = built["digest"], built["image"]
-    contract_tested(world, built["image"])
+    # An inherited PYTEST_ADDOPTS that deselects every test must not reach the suite.
+    contract_tested(world, built["image"], PYTEST_ADDOPTS="-k nomatch")
+    report = json.loads((world.work / "build/contract-report.json").read_text())
+    assert report["verdict"] == "pass" and report["checks"]["golden_parity"]["passed"] > 0
 
 
 def test_registry_down_mid_promotion_is_a_clear_error_and_changes_nothing(world: World) -> None:
@@ -410,7 +276,10 @@ def test_a_large_image_is_promoted_in_about_the_time_of_a_small_one(
         started = time.monotonic()
         digest = engine.push(engine.client.images.get(ref).id, repository=repository, tags=[name])
         pushed = time.monotonic() - started
-        contract_tested(world, ref)
+        world.pipeline("contract-test", "--image", ref)  # the real suite, on this image
+        report = artifacts.read_report(world.work / "build/contract-report.json")
+        attach(world, digest, signed_evidence(world, engine, ref, digest, report=report))
+        world.digests[name], world.refs[name] = digest, ref
         blobs = world.blobs()
         done = world.pipeline("promote", "--image", digest, "--to", "staging")
         assert world.client().digest_of("staging") == digest and world.blobs() == blobs
@@ -431,20 +300,22 @@ def test_a_large_image_is_promoted_in_about_the_time_of_a_small_one(
 @pytest.fixture(scope="module")
 def plain_image(world: World, engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with build/image.json for a small image that is not a model server (FROM the
-    base the pipeline used) and a passing report for it, written by `write_report`: the
-    contract suite needs a model server, so these tests only check that auth lets evidence
-    through, not what it says."""
+    base the pipeline used), a dvc.lock and the world's trusted key: the contract suite needs a
+    model server, so these tests only check that auth lets signed evidence through."""
     base = yaml.safe_load((world.work / "build/image.json").read_text())["base"]["ref"]
     ref = derived(
         engine,
         base,
         f"{IMAGE_NAME}:plain",
         "LABEL org.opencontainers.image.revision=0123456789abcdef0123456789abcdef01234567",
+        f"LABEL ml.model.sha256={'0' * 64}",
     )
     info = engine.image(ref)
     assert info is not None
     work = tmp_path_factory.mktemp("auth")
     (work / "build").mkdir()
+    (work / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    shutil.copytree(world.work / "release", work / "release")
     record = artifacts.ImageRecord(
         image=ref,
         id=info.id,
@@ -463,72 +334,74 @@ def plain_image(world: World, engine: Engine, tmp_path_factory: pytest.TempPathF
     return work
 
 
-def push_and_attest(work: Path, registry: LocalRegistry, **auth: str) -> Outcome:
-    world = World(work=work, registry=registry)
-    done = world.pipeline("push", check=False, **auth)
+def push_and_attest(world: World, work: Path, registry: LocalRegistry, **auth: str) -> Outcome:
+    plain = World(work=work, registry=registry, key=world.key)
+    done = plain.pipeline("push", check=False, **auth)
     if done.code != 0:
         return done
-    built = world.image_json()
-    write_report(  # an honest pass for this digest: it is not a model server (see plain_image)
-        work / "build/contract-report.json",
-        built,
-        summary={"checks": {"auth-only": {"passed": 1}}, "failed": []},
-    )
-    return world.pipeline("attest", check=False, **auth)
+    built = artifacts.read_image(work / "build/image.json")
+    artifacts.write_report(complete_report(built), work / "build/contract-report.json")
+    plain.pipeline("sbom")
+    plain.pipeline("sign")
+    return plain.pipeline("attest", check=False, **auth)
 
 
-def evidence_found(work: Path, registry: LocalRegistry, user: str, password: str) -> bool:
+def evidence_found(
+    world: World, work: Path, registry: LocalRegistry, user: str, password: str
+) -> bool:
     settings = Settings(
         registry=registry.address,
         image_repository=REPOSITORY,
         registry_insecure=True,
         registry_username=user,
         registry_password=SecretStr(password),
+        release_signers_dir=work / "release/signers",
     )
     client = Registry(settings)
     digest = yaml.safe_load((work / "build/image.json").read_text())["digest"]
     manifest = client.manifest(digest)
     assert manifest is not None
-    return find_evidence(client, manifest).report.verdict == "pass"
+    keys = signing.trusted_keys(settings)
+    return find_evidence(client, manifest, keys=keys).report.verdict == "pass"
 
 
 def test_a_basic_auth_registry_needs_the_right_credentials(
-    plain_image: Path, tmp_path: Path
+    world: World, plain_image: Path, tmp_path: Path
 ) -> None:
     auth = htpasswd(tmp_path / "htpasswd", "alice", "s3cret")
     registry = LocalRegistry(tmp_path / "registry", auth=auth).start()
     try:
-        done = push_and_attest(plain_image, registry)
+        done = push_and_attest(world, plain_image, registry)
         assert done.code == 1 and "asks for a user name and password" in done.output
         done = push_and_attest(
-            plain_image, registry, REGISTRY_USERNAME="alice", REGISTRY_PASSWORD="wrong"
+            world, plain_image, registry, REGISTRY_USERNAME="alice", REGISTRY_PASSWORD="wrong"
         )
         assert done.code == 1 and "REGISTRY_USERNAME" in done.output, done.output
         assert "Traceback" not in done.output
         done = push_and_attest(
-            plain_image, registry, REGISTRY_USERNAME="alice", REGISTRY_PASSWORD="s3cret"
+            world, plain_image, registry, REGISTRY_USERNAME="alice", REGISTRY_PASSWORD="s3cret"
         )
         assert done.code == 0, done.output
-        assert evidence_found(plain_image, registry, "alice", "s3cret")
+        assert evidence_found(world, plain_image, registry, "alice", "s3cret")
     finally:
         registry.stop()
 
 
 def test_a_bearer_token_registry_exchanges_the_credentials_for_scoped_tokens(
-    plain_image: Path, tmp_path: Path
+    world: World, plain_image: Path, tmp_path: Path
 ) -> None:
     tokens = TokenServer(tmp_path / "tokens", user="bob", password="t0ken")
     registry = LocalRegistry(tmp_path / "registry", auth=tokens.auth()).start()
     try:
         done = push_and_attest(
-            plain_image, registry, REGISTRY_USERNAME="bob", REGISTRY_PASSWORD="x"
+            world, plain_image, registry, REGISTRY_USERNAME="bob", REGISTRY_PASSWORD="x"
         )
         assert done.code == 1 and "REGISTRY_USERNAME" in done.output, done.output
         done = push_and_attest(
-            plain_image, registry, REGISTRY_USERNAME="bob", REGISTRY_PASSWORD="t0ken"
+            world, plain_image, registry, REGISTRY_USERNAME="bob", REGISTRY_PASSWORD="t0ken"
         )
         assert done.code == 0, done.output
-        assert evidence_found(plain_image, registry, "bob", "t0ken")
+        assert evidence_found(world, plain_image, registry, "bob", "t0ken")
         # the client asked for pull, then push where it wrote (the evidence)
         assert f"repository:{REPOSITORY}:pull" in tokens.issued
         assert any(s.endswith("push") or ":push," in s for s in tokens.issued)

@@ -21,7 +21,7 @@ import yaml
 
 from pipeline import artifacts
 from pipeline.image.engine import Engine
-from tests.integration.deploy.conftest import World, docker, swarm_manager
+from tests.integration.deploy.conftest import World, docker, new_release_key, swarm_manager
 from tests.support.registry import LocalRegistry, free_port
 from tools.template import GIT, copy_template, dvc, edit_params, run
 
@@ -58,6 +58,7 @@ def world(
     }
     (work / "deploy").mkdir(exist_ok=True)
     (work / "deploy/topology.yaml").write_text(yaml.safe_dump(topology, sort_keys=False))
+    key = new_release_key(work, root)
     run(work, *GIT, "add", "-A")
     run(work, *GIT, "commit", "-qm", "A/B test settings")
     wheels = template_root / "build/wheels"
@@ -73,13 +74,14 @@ def world(
         port=port,
         stats_port=stats_port,
         repository=f"gmab/model-{run_id}",
+        key=key,
     )
     try:
         world.pipeline("push")
         built = json.loads((work / "build/image.json").read_text())
         world.digests["D1"], world.refs["D1"] = built["digest"], built["image"]
         world.pipeline("contract-test", "--image", built["image"])
-        world.pipeline("attest")
+        world.release()
         world.pipeline("promote", "--image", built["digest"], "--to", "staging")
         started = time.monotonic()
         world.pipeline("reconcile", "--env", "staging")
@@ -99,8 +101,7 @@ def world(
         image = report.image.model_copy(
             update={"ref": tag, "id": image_id, "digest": world.digests["D2"], "digests": []}
         )
-        artifacts.write_report(report.model_copy(update={"image": image}), work / "build/d2.json")
-        world.pipeline("attest", "--report", "build/d2.json", "--image", world.digests["D2"])
+        world.attest_derived("D2", report.model_copy(update={"image": image}))
         yield world
     finally:
         docker("stack", "rm", stack, check=False)

@@ -27,10 +27,13 @@ from pipeline.ab import lifecycle
 from pipeline.ab.lifecycle import ExperimentRefused
 from pipeline.config import ContractParams, Settings
 from pipeline.errors import EvidenceError, PromotionRefused
-from pipeline.release import evidence, promotion
+from pipeline.release import evidence, promotion, signing
 from pipeline.release.contract_runner import build_report
+from pipeline.release.registry import Registry
+from pipeline.release.sbom import IMAGE_ID_PROPERTY
 from pipeline.release.state import read_state
 from tests.support.registry import LocalRegistry
+from tests.support.reports import with_hostile
 
 pytestmark = [pytest.mark.integration]
 
@@ -54,6 +57,8 @@ class World:
             mlflow_tracking_uri=f"sqlite:///{self.root / 'mlflow.db'}",
             promoted_by="ab-test",
             registry_timeout_s=5,
+            release_signing_key_file=self.root / "keys" / "release.pem",
+            release_signers_dir=self.root / "signers",
         )
 
     def env(self) -> dict[str, str]:
@@ -67,7 +72,17 @@ class World:
             "MLFLOW_TRACKING_URI": s.mlflow_tracking_uri,
             "PROMOTED_BY": "ab-test",
             "MLFLOW_DISABLE_TELEMETRY": "true",
+            "RELEASE_SIGNERS_DIR": str(s.release_signers_dir),
         }
+
+
+def labels(version: str) -> dict[str, str]:
+    return {
+        "ml.model.name": MODEL,
+        "ml.model.version": version,
+        "ml.model.sha256": "0" * 64,
+        "org.opencontainers.image.revision": f"commit-{version}",
+    }
 
 
 def push_image(address: str, repository: str, *, version: str) -> tuple[str, str]:
@@ -77,7 +92,7 @@ def push_image(address: str, repository: str, *, version: str) -> tuple[str, str
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Labels": {"ml.model.name": MODEL, "ml.model.version": version}},
+            "config": {"Labels": labels(version)},
             "rootfs": {"type": "layers", "diff_ids": []},
         }
     ).encode()
@@ -111,22 +126,51 @@ def push_image(address: str, repository: str, *, version: str) -> tuple[str, str
 
 
 def attest(world_settings: Settings, root: Path, digest: str, config_id: str, version: str) -> None:
-    """A passing contract report for exactly this digest, pushed as its evidence."""
+    """Signed evidence for exactly this digest, as `pipeline sign` + `attest` push it: a
+    complete passing contract report, an SBOM naming the image, provenance of its commit."""
     report = build_report(
         image=artifacts.TestedImage(ref=f"x:v{version}", id=config_id, digest=digest),
         model=artifacts.TestedModel(
             model_name=MODEL, model_version=version, run_id="r", sha256="0" * 64
         ),
-        summary={"checks": {"golden": {"passed": 3}}},
+        summary=with_hostile(
+            {
+                "checks": {check: {"passed": 1} for check in evidence.REQUIRED_CHECKS},
+                "failed": [],
+                "properties": {"fuzz_cases": 5},
+            }
+        ),
         time_to_ready_s=1.0,
         started=datetime.now(UTC),
         tools={},
-        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10),
+        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10, fuzz_cases=5),
         error=None,
+        pytest_exit=0,
+        suite=list(evidence.REQUIRED_CHECKS),
     )
-    path = root / f"report-{version}.json"
-    artifacts.write_report(report, path)
-    evidence.attest(world_settings, report_path=path, image=digest)
+    predicates = {
+        "contract": report.dump(),
+        "sbom": {
+            "bomFormat": "CycloneDX",
+            "metadata": {
+                "component": {"properties": [{"name": IMAGE_ID_PROPERTY, "value": config_id}]}
+            },
+        },
+        "provenance": {
+            "buildDefinition": {
+                "resolvedDependencies": [{"digest": {"gitCommit": f"commit-{version}"}}]
+            }
+        },
+    }
+    registry = Registry(world_settings)
+    envelopes = evidence.signed(
+        signing.load_signer(world_settings),
+        repository=registry.repository,
+        digest=digest,
+        predicates=predicates,
+    )
+    keys = signing.trusted_keys(world_settings)
+    evidence.attach(registry, digest=digest, envelopes=envelopes, keys=keys, where=str(root))
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +184,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             registry.address, repository, version=version
         )
     world = World(root=root, registry=registry, repository=repository, digests=digests)
+    signing.keygen(
+        name="release",
+        private_path=world.settings().release_signing_key_file,  # type: ignore[arg-type]
+        signers_dir=world.settings().release_signers_dir,
+    )
     import mlflow
 
     mlflow.set_tracking_uri(world.settings().mlflow_tracking_uri)
@@ -177,7 +226,7 @@ def test_ab_start_refuses_a_candidate_without_verified_evidence(world: World) ->
         cwd=world.root,
     )
     assert done.returncode == EvidenceError.exit_code == 8, done.stderr
-    assert "no passing contract evidence" in done.stderr
+    assert "no valid signed contract evidence" in done.stderr
     state = read_state(world.root / "deploy", "staging")
     assert state is not None and state.experiment is None
 

@@ -2,8 +2,9 @@
 
 - ``swarm_manager`` (session): inits a one-node Swarm on a free loopback port only if this node
   is in none, and leaves it at the end only if it did the init (others may deploy on it too).
-- ``world`` (module): a temp copy of the template runs `dvc repro` (model version 1, image D1),
-  pushes D1 to Debian's docker-registry on a free port, runs the real contract suite on it and
+- ``world`` (module): a temp copy of the template with a release key of its own (`pipeline
+  keygen`) runs `dvc repro` (model version 1, image D1), pushes D1 to Debian's docker-registry
+  on a free port, runs the real contract suite on it, signs and attaches the evidence and
   promotes it to staging. The topology puts staging on free ports under a stack name unique to
   the run (``gmdeploy-<id>``). Everything it created is removed at the end: the stack, its
   configs, the images tagged with the run id.
@@ -25,7 +26,11 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline import artifacts
+from pipeline.config import Settings
 from pipeline.image.engine import Engine
+from pipeline.release import signing
+from pipeline.release.registry import Registry
 from tests.support.registry import LocalRegistry, free_port
 from tools.template import GIT, copy_template, dvc, edit_params, env, run
 
@@ -75,6 +80,7 @@ class World:
     port: int
     stats_port: int
     repository: str
+    key: Path  # the release signing key: outside the work tree, as `pipeline keygen` insists
     digests: dict[str, str] = field(default_factory=dict)  # D1, D2, bad
     refs: dict[str, str] = field(default_factory=dict)  # local image refs
 
@@ -86,6 +92,7 @@ class World:
             IMAGE_REPOSITORY=self.repository,
             PROMOTED_BY="deploy-test",
             COLUMNS="200",
+            RELEASE_SIGNING_KEY_FILE=str(self.key),
         )
         values.update(extra)
         return values
@@ -115,6 +122,47 @@ class World:
             text=True,
         )
 
+    def release(self) -> None:
+        """What the release job does for the image build/image.json names, once its contract
+        report is written: `pipeline sbom`, `sign`, `attest` (signed evidence, verified)."""
+        for command in ("sbom", "sign", "attest"):
+            self.pipeline(command)
+
+    def attest_derived(self, key: str, report: artifacts.ContractReport) -> None:
+        """Signed evidence for the pushed image ``key`` (``refs[key]``, ``digests[key]``) from
+        ``report``, a passing report of that image, as `pipeline sign` + `attest` make it."""
+        from pipeline.release import evidence
+        from pipeline.release.sbom import image_sbom
+
+        engine = Engine.connect()
+        ref, digest = self.refs[key], self.digests[key]
+        info = engine.image(ref)
+        assert info is not None, ref
+        revision = info.labels.get("org.opencontainers.image.revision", "unknown")
+        settings = Settings(
+            registry=self.registry.address,
+            registry_insecure=True,
+            image_repository=self.repository,
+            release_signing_key_file=self.key,
+            release_signers_dir=self.work / "release/signers",
+        )
+        predicates = {
+            "contract": report.dump(),
+            "sbom": image_sbom(engine, ref),
+            "provenance": {
+                "buildDefinition": {"resolvedDependencies": [{"digest": {"gitCommit": revision}}]}
+            },
+        }
+        registry = Registry(settings)
+        envelopes = evidence.signed(
+            signing.load_signer(settings),
+            repository=registry.repository,
+            digest=digest,
+            predicates=predicates,
+        )
+        keys = signing.trusted_keys(settings)
+        evidence.attach(registry, digest=digest, envelopes=envelopes, keys=keys, where=key)
+
     def golden(self) -> dict[str, Any]:
         return dict(json.loads((self.work / "reports/golden.json").read_text()))
 
@@ -137,6 +185,22 @@ class World:
 
     def image(self, key: str) -> str:
         return f"{self.registry.address}/{self.repository}@{self.digests[key]}"
+
+
+def new_release_key(work: Path, root: Path) -> Path:
+    """A release key made the way a user makes one: the public half in the work tree's
+    release/signers/ (committed with the settings), the private half outside it."""
+    key = root / "keys" / "release-test.key"
+    done = subprocess.run(
+        [PIPELINE, "keygen", "--name", "release-test", "--private-key", str(key)],
+        cwd=work,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return key
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +240,7 @@ def world(
     }
     (work / "deploy").mkdir(exist_ok=True)
     (work / "deploy/topology.yaml").write_text(yaml.safe_dump(topology, sort_keys=False))
+    key = new_release_key(work, root)
     run(work, *GIT, "add", "-A")
     run(work, *GIT, "commit", "-qm", "deploy test settings")
     wheels = template_root / "build/wheels"
@@ -191,6 +256,7 @@ def world(
         port=port,
         stats_port=stats_port,
         repository=f"gmdeploy/model-{run_id}",
+        key=key,
     )
     try:
         yield world

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline import artifacts
 from pipeline.image.engine import Engine
 from pipeline.release.state import State
 from tests.integration.deploy.conftest import FIGURES, World, docker
@@ -92,7 +93,7 @@ def test_reconcile_serves_the_promoted_digest_through_the_entry_port(world: Worl
     built = json.loads((world.work / "build/image.json").read_text())
     world.digests["D1"], world.refs["D1"] = built["digest"], built["image"]
     world.pipeline("contract-test", "--image", built["image"])
-    world.pipeline("attest")
+    world.release()
     world.pipeline("promote", "--image", built["digest"], "--to", "staging")
     dry = world.pipeline("reconcile", "--env", "staging", "--dry-run")
     assert "create" in dry.output and "nothing applied" in dry.output
@@ -146,8 +147,9 @@ def test_watch_reverts_a_hand_change_and_reports_it(world: World) -> None:
 
 def test_a_rolling_update_to_d2_under_load_loses_no_request(world: World, engine: Engine) -> None:
     world.digests["D2"] = derived(engine, world, "d2", "LABEL test.variant=d2")
+    world.refs["D2"] = world.refs["d2"]
     world.pipeline("contract-test", "--image", world.refs["d2"])
-    world.pipeline("attest")
+    world.attest_derived("D2", artifacts.read_report(world.work / "build/contract-report.json"))
     world.pipeline("promote", "--image", world.digests["D2"], "--to", "staging")
     entry_tasks = world.running_tasks("entry")
     done, load = reconcile_under_load(world, "rolling update D1 -> D2")

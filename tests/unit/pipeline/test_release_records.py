@@ -3,8 +3,6 @@ context's hash and labels, the JUnit summary, the report's verdict, and the evid
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,37 +16,42 @@ from pipeline.errors import ArtifactError
 from pipeline.image.context import content_hash, image_labels, label_instruction, source_url
 from pipeline.image.engine import Base
 from pipeline.release.contract_runner import build_report, summarize_junit
-from pipeline.release.evidence import report_problem
-from pipeline.release.registry import Manifest
+from pipeline.release.evidence import REQUIRED_CHECKS, completeness_problem, report_problem
 from serving.card import Feature, ModelCard
 from tests.support.reports import with_hostile
 
 CONFIG = "sha256:" + "c" * 64
 
 
-def manifest(config: str = CONFIG) -> Manifest:
-    raw = json.dumps({"schemaVersion": 2, "config": {"digest": config}, "layers": []}).encode()
-    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-    return Manifest(digest, "application/vnd.oci.image.manifest.v1+json", raw)
-
-
 def report(
-    *, image_id: str = CONFIG, digest: str | None = None, failed: int = 0, passed: int = 3
+    *,
+    image_id: str = CONFIG,
+    digest: str | None = None,
+    failed: int = 0,
+    passed: int = 3,
+    exit_code: int | None = 0,
+    fuzz_cases: int = 500,
+    sha256: str = "0" * 64,
 ) -> artifacts.ContractReport:
+    checks = {check: {"passed": passed} for check in REQUIRED_CHECKS}
+    checks["golden_parity"] = {"passed": passed, "failed": failed}
     return build_report(
         image=artifacts.TestedImage(ref="m:1", id=image_id, digest=digest),
-        model=artifacts.TestedModel(model_name="m", model_version="1", run_id="r", sha256="0"),
+        model=artifacts.TestedModel(model_name="m", model_version="1", run_id="r", sha256=sha256),
         summary=with_hostile(
             {
-                "checks": {"golden_parity": {"passed": passed, "failed": failed}},
+                "checks": checks,
                 "failed": [f"golden_parity::t{i}" for i in range(failed)],
+                "properties": {"fuzz_cases": fuzz_cases},
             }
         ),
         time_to_ready_s=0.5,
         started=datetime.now(UTC),
         tools={},
-        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10),
+        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10, fuzz_cases=500),
         error=None,
+        pytest_exit=exit_code,
+        suite=list(REQUIRED_CHECKS),
     )
 
 
@@ -141,6 +144,56 @@ def test_a_run_with_no_passed_test_is_a_failed_run_whatever_else_it_says() -> No
     assert report().verdict == "pass"
 
 
+def test_a_run_is_a_pass_only_when_complete_and_pytest_exited_zero() -> None:
+    no_tests = report(exit_code=5)  # pytest: nothing collected
+    assert no_tests.verdict == "fail" and "pytest exited 5" in str(no_tests.error)
+    exited_one = report(exit_code=1)  # a failure the JUnit file does not show
+    assert exited_one.verdict == "fail" and "pytest exited 1" in str(exited_one.error)
+    short_fuzz = report(fuzz_cases=499)
+    assert short_fuzz.verdict == "fail" and "499 fuzz cases ran, the budget is 500" in str(
+        short_fuzz.error
+    )
+    skipped_module = build_report(
+        image=artifacts.TestedImage(ref="m:1", id=CONFIG),
+        model=artifacts.TestedModel(model_name="m", model_version="1", run_id="r", sha256="0"),
+        summary=with_hostile(
+            {
+                "checks": {c: {"passed": 2} for c in REQUIRED_CHECKS if c != "latency"}
+                | {"latency": {"skipped": 3}},
+                "failed": [],
+                "properties": {"fuzz_cases": 600},
+            }
+        ),
+        time_to_ready_s=0.5,
+        started=datetime.now(UTC),
+        tools={},
+        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10),
+        error=None,
+        pytest_exit=0,
+        suite=[*REQUIRED_CHECKS, "hostile"],
+    )
+    assert skipped_module.verdict == "fail"
+    assert "check module 'latency' passed no test" in str(skipped_module.error)
+
+
+def test_a_module_of_the_suite_missing_from_the_report_makes_it_incomplete() -> None:
+    full = report()
+    assert completeness_problem(full) is None
+    extended = full.model_copy(update={"suite": [*full.suite, "streaming"]})
+    assert "check module 'streaming' passed no test" in str(completeness_problem(extended))
+
+
+def test_evidence_must_be_for_the_image_it_vouches_for_and_the_model_in_its_label() -> None:
+    labels = {"ml.model.sha256": "0" * 64}
+    assert report_problem(report(), config_digest=CONFIG, labels=labels) is None
+    other = report(image_id="sha256:" + "d" * 64)
+    assert "it tested image" in str(report_problem(other, config_digest=CONFIG, labels=labels))
+    swapped = report(sha256="1" * 64)
+    assert "model sha256" in str(report_problem(swapped, config_digest=CONFIG, labels=labels))
+    failed = report(failed=1)
+    assert "verdict" in str(report_problem(failed, config_digest=CONFIG, labels=labels))
+
+
 def _report(summary: dict[str, object]) -> artifacts.ContractReport:
     return build_report(
         image=artifacts.TestedImage(ref="m:1", id=CONFIG),
@@ -149,13 +202,19 @@ def _report(summary: dict[str, object]) -> artifacts.ContractReport:
         time_to_ready_s=0.5,
         started=datetime.now(UTC),
         tools={},
-        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10),
+        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10, fuzz_cases=500),
         error=None,
+        pytest_exit=0,
+        suite=list(REQUIRED_CHECKS),
     )
 
 
 def test_a_run_without_the_hostile_suite_or_with_a_case_not_survived_is_a_failed_run() -> None:
-    contract = {"checks": {"golden_parity": {"passed": 3}}, "failed": []}
+    contract = {
+        "checks": {check: {"passed": 3} for check in REQUIRED_CHECKS},
+        "failed": [],
+        "properties": {"fuzz_cases": 500},
+    }
     without = _report(contract)
     assert without.verdict == "fail" and "hostile" in str(without.error)
     died = _report(with_hostile(contract, survived=False, problems=["OOM-killed"]))
@@ -170,15 +229,6 @@ def test_a_passing_report_without_a_passing_hostile_section_is_not_a_report() ->
     for hostile in (None, {**passing["hostile"], "passed": False}):
         with pytest.raises(ArtifactError, match="hostile"):
             artifacts.parse_report({**passing, "hostile": hostile}, where="forged.json")
-
-
-def test_evidence_must_name_exactly_the_digest_and_the_image_it_vouches_for() -> None:
-    image = manifest()
-    assert report_problem(report(digest=image.digest), image) is None
-    assert "does not name" in str(report_problem(report(digest=None), image))
-    other = report(image_id="sha256:" + "d" * 64, digest=image.digest)
-    assert "it tested image" in str(report_problem(other, image))
-    assert "verdict" in str(report_problem(report(digest=image.digest, failed=1), image))
 
 
 def test_a_hand_written_report_with_unknown_or_missing_keys_is_not_a_report() -> None:

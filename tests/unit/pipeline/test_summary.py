@@ -16,6 +16,7 @@ from pipeline.cli import app
 from pipeline.config import ContractParams
 from pipeline.errors import PipelineError
 from pipeline.release.contract_runner import build_report
+from pipeline.release.evidence import REQUIRED_CHECKS
 from pipeline.release.summary import RunFiles, ci_summary, release_summary
 from tests.support.reports import with_hostile
 
@@ -73,7 +74,7 @@ def report(*, image_id: str = IMAGE_ID) -> dict[str, Any]:
         model=TestedModel(model_name="clf", model_version="3", run_id="r", sha256="0" * 64),
         summary=with_hostile(
             {
-                "checks": {"fuzz": {"passed": 1}, "latency": {"passed": 1}},
+                "checks": {check: {"passed": 1} for check in REQUIRED_CHECKS},
                 "failed": [],
                 "properties": {"p95_ms": 1.1, "fuzz_cases": 530},
             }
@@ -83,6 +84,8 @@ def report(*, image_id: str = IMAGE_ID) -> dict[str, Any]:
         tools={},
         budgets=ContractParams(latency_p95_ms=25.0, time_to_ready_s=10),
         error=None,
+        pytest_exit=0,
+        suite=list(REQUIRED_CHECKS),
     ).dump()
 
 
@@ -127,7 +130,7 @@ def test_a_released_run_shows_the_diff_the_digest_the_size_and_the_contract_verd
     assert f"| digest | `{DIGEST}` |" in text
     assert "| size | 391.7 MB (limit 400.0 MB) |" in text
     assert f"run the **promote** workflow with image `{DIGEST}`" in text
-    assert "| tests | 3 passed, 0 failed |" in text  # fuzz, latency, one hostile case
+    assert "| tests | 6 passed, 0 failed |" in text  # the five check modules, one hostile case
     assert "stale" not in text
 
 
