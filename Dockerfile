@@ -3,15 +3,19 @@
 # Built by the `containerize` stage (pipeline/image/) with no network: every wheel comes from
 # build/wheels, resolved on the host from requirements/serving.lock (`make wheels`). By hand:
 #   make wheels && docker build --build-arg BASE_IMAGE=local/python:3.11-slim-bookworm -t NAME .
+# The stage picks the environment from the model card: a model ONNX serves gets
+# SERVING_LOCK=requirements/serving-onnx.lock (onnxruntime only: no scikit-learn, no scipy) and
+# SERVING_RUNTIME=onnx; otherwise the full lock, both runtimes, SERVING_RUNTIME=sklearn.
 # Layers go from least to most often changed: runtime, then code, then the model, so a code-only
 # or model-only change rebuilds only the top layers. Classic builder compatible (no RUN --mount).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# --- runtime: a venv holding exactly serving.lock, installed offline and made reproducible -------
+# --- runtime: a venv holding exactly the chosen lock, installed offline and made reproducible ----
 FROM ${BASE_IMAGE} AS runtime
+ARG SERVING_LOCK=requirements/serving.lock
 ENV PIP_CONFIG_FILE=/dev/null PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 PYTHONHASHSEED=0
-COPY requirements/serving.lock /tmp/serving.lock
+COPY ${SERVING_LOCK} /tmp/serving.lock
 COPY build/wheels/ /tmp/wheels/
 # Not served, so not shipped: pip, tests, type stubs and C sources; onnxruntime's C-API library
 # (its Python binding links the runtime statically and never loads it) and its offline model
@@ -35,8 +39,9 @@ RUN groupadd --system --gid 10001 serving \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin serving
 COPY --from=runtime /opt/venv /opt/venv
+ARG SERVING_RUNTIME=auto
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/opt/app PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    SERVING_HOST=0.0.0.0 SERVING_PORT=8080
+    SERVING_HOST=0.0.0.0 SERVING_PORT=8080 SERVING_RUNTIME=${SERVING_RUNTIME}
 WORKDIR /opt/app
 USER 10001:10001
 EXPOSE 8080

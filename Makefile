@@ -36,6 +36,7 @@ install: $(VENV)/.installed ## create .venv and install the locked pipeline + de
 lock: ## re-resolve requirements/*.in into the lock files (serving first: it constrains the rest)
 	@test -x $(UV) || $(MAKE) install
 	cd requirements && ../$(UV) pip compile serving.in $(LOCK_FLAGS) -o serving.lock
+	cd requirements && ../$(UV) pip compile serving-onnx.in -c serving.lock $(LOCK_FLAGS) -o serving-onnx.lock
 	cd requirements && ../$(UV) pip compile pipeline.in -c serving.lock $(LOCK_FLAGS) -o pipeline.lock
 	cd requirements && ../$(UV) pip compile dev.in -c pipeline.lock $(LOCK_FLAGS) -o dev.lock
 

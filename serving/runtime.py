@@ -208,8 +208,14 @@ class SklearnRuntime:
     def __init__(
         self, model: bytes, *, feature_names: tuple[str, ...], regression: bool = False
     ) -> None:
-        import sklearn
-
+        try:
+            import sklearn
+        except ImportError:  # the ONNX image (requirements/serving-onnx.lock) ships none
+            raise ModelLoadError(
+                "scikit-learn is not installed in this environment (an ONNX-only image): "
+                "serve this model with SERVING_RUNTIME=onnx, or build the image with the "
+                "scikit-learn environment (requirements/serving.lock)"
+            ) from None
         self._sklearn = sklearn
         self._regression = regression
         if regression:

@@ -1,9 +1,11 @@
 """The serving image's build context: exactly the files it gets, their hash, its labels.
 
 The context mirrors the repository (so the Dockerfile also builds from the root by hand):
-the Dockerfile, ``requirements/serving.lock``, the ``serving/`` package (the image's only
-Python), the model files and the golden and holdout files, plus the wheels. The image tag is a
-hash of all of them, the base image's id and the extra labels.
+the Dockerfile, the lock of the model's runtime (``requirements/serving-onnx.lock`` when ONNX
+serves it, ``requirements/serving.lock`` otherwise: :data:`pipeline.image.wheels.LOCKS`), the
+``serving/`` package (the image's only Python), the model files and the golden and holdout
+files, plus that lock's wheels. The image tag is a hash of all of them, the build arguments,
+the base image's id and the extra labels.
 """
 
 from __future__ import annotations
@@ -26,20 +28,31 @@ from pipeline import artifacts
 from pipeline.config import ImageParams
 from pipeline.errors import MissingInputError
 from pipeline.image.engine import Base
-from pipeline.image.wheels import LOCK
+from pipeline.image.wheels import LOCKS
 from serving.card import ModelCard
 
 DOCKERFILE = Path("Dockerfile")
 SERVING = Path("serving")
-HASH_SCHEME = "containerize/2"  # change it when the content hash's inputs change meaning
+HASH_SCHEME = "containerize/3"  # change it when the content hash's inputs change meaning
 
 
-def context_files() -> list[tuple[str, Path]]:
+def build_args(runtime: str) -> dict[str, str]:
+    """The Dockerfile's arguments for a model ``runtime`` serves (``ModelCard.runtime``): which
+    lock the image installs, and the runtime its server insists on (an ONNX image holds no
+    scikit-learn to fall back to, so it says so at start-up rather than failing on import)."""
+    try:
+        lock = LOCKS[runtime]
+    except KeyError:
+        raise ValueError(f"unknown runtime {runtime!r}; known: {sorted(LOCKS)}") from None
+    return {"SERVING_LOCK": lock.as_posix(), "SERVING_RUNTIME": runtime}
+
+
+def context_files(*, lock: Path = LOCKS["sklearn"]) -> list[tuple[str, Path]]:
     """(name in the build context, file) for everything the image gets except the wheels."""
     model_dir = artifacts.MODEL_DIR
     if not model_dir.is_dir():
         raise artifacts.missing(artifacts.MODEL_CARD)
-    files = [("Dockerfile", DOCKERFILE), ("requirements/serving.lock", LOCK)]
+    files = [("Dockerfile", DOCKERFILE), (lock.as_posix(), lock)]
     files += [(p.as_posix(), p) for p in serving_code()]
     files += [(p.as_posix(), p) for p in sorted(model_dir.iterdir()) if p.is_file()]
     files += [(p.as_posix(), p) for p in (artifacts.GOLDEN, artifacts.HOLDOUT_METRICS)]
@@ -56,11 +69,19 @@ def serving_code() -> list[Path]:
     return sorted(p for p in SERVING.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
-def content_hash(files: list[tuple[str, Path]], *, base_id: str, labels: dict[str, str]) -> str:
-    """The image tag: same files, base and extra labels give the same hash. Timestamps, the git
-    revision and the build time are labels, not inputs, so they never change it."""
+def content_hash(
+    files: list[tuple[str, Path]],
+    *,
+    base_id: str,
+    labels: dict[str, str],
+    build_args: dict[str, str] | None = None,
+) -> str:
+    """The image tag: same files, build arguments, base and extra labels give the same hash.
+    Timestamps, the git revision and the build time are labels, not inputs, so they never
+    change it."""
     digest = hashlib.sha256(f"{HASH_SCHEME}\nbase {base_id}\n".encode())
     digest.update(f"labels {json.dumps(labels, sort_keys=True)}\n".encode())
+    digest.update(f"args {json.dumps(build_args or {}, sort_keys=True)}\n".encode())
     for name, path in sorted(files):
         digest.update(f"{name} {hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
     return digest.hexdigest()

@@ -362,6 +362,17 @@ class Container:
         raw: bytes = self._container.logs(tail="all" if tail is None else tail)
         return raw.decode("utf-8", errors="replace").rstrip()
 
+    def execute(self, command: list[str]) -> tuple[int, str]:
+        """Run ``command`` inside the running container: (exit code, output)."""
+        try:
+            done = self._container.exec_run(command)
+        except DockerException as exc:
+            raise ImageError(
+                f"could not run {command[0]} in container {self.id[:12]}: {exc}"
+            ) from None
+        output: bytes = done.output or b""
+        return int(done.exit_code), output.decode("utf-8", errors="replace").strip()
+
 
 class MemoryGauge:
     """Usage and peak of one container's memory cgroup, in bytes.

@@ -45,13 +45,52 @@ def smoke_check(
         try:
             ready = wait_ready(container, url, started=started, timeout=timeout)
             answer = _golden_request(url, card=card, row=golden.rows[0], tighter=tighter)
+            answer["libraries"] = runtime_libraries(container, runtime=card.runtime)
         except SmokeFailed as exc:
             raise ImageError(
                 f"smoke check of {ref} failed: {exc}\n--- container log ---\n{container.logs()}"
             ) from None
     answer.update(time_to_ready_s=round(ready, 3), seconds=round(time.monotonic() - started, 3))
-    log.info("smoke check: ready after %.2f s, golden row answered by %s", ready, answer["runtime"])
+    log.info(
+        "smoke check: ready after %.2f s, golden row answered by %s; the image holds %s",
+        ready,
+        answer["runtime"],
+        sorted(name for name, present in answer["libraries"].items() if present),
+    )
     return answer
+
+
+#: The runtime libraries each environment must hold (True) or must not (False): an ONNX image
+#: ships no scikit-learn or scipy, the scikit-learn image (the fallback) holds both runtimes.
+RUNTIME_LIBRARIES: dict[str, dict[str, bool]] = {
+    "onnx": {"onnxruntime": True, "sklearn": False, "scipy": False},
+    "sklearn": {"onnxruntime": True, "sklearn": True, "scipy": True},
+}
+_FIND = "import importlib.util as u, json; print(json.dumps({m: bool(u.find_spec(m)) for m in %r}))"
+
+
+def runtime_libraries(container: Container, *, runtime: str) -> dict[str, bool]:
+    """Which runtime libraries the image's Python can import, checked against what the
+    ``runtime``'s environment must hold (:data:`RUNTIME_LIBRARIES`)."""
+    want = RUNTIME_LIBRARIES[runtime]
+    try:
+        code, output = container.execute(["/opt/venv/bin/python", "-c", _FIND % sorted(want)])
+    except ImageError as exc:
+        raise SmokeFailed(str(exc)) from None
+    try:
+        found = {str(k): bool(v) for k, v in json.loads(output.splitlines()[-1]).items()}
+    except (ValueError, IndexError, AttributeError):
+        raise SmokeFailed(
+            f"could not list the image's libraries (exit {code}): {output[-300:]}"
+        ) from None
+    wrong = sorted(name for name, present in want.items() if found.get(name) != present)
+    if code != 0 or wrong:
+        raise SmokeFailed(
+            f"the {runtime} environment must hold "
+            f"{sorted(n for n, p in want.items() if p)} and not "
+            f"{sorted(n for n, p in want.items() if not p)}; the image holds {found}"
+        )
+    return found
 
 
 def wait_ready(container: Container, url: str, *, started: float, timeout: float) -> float:

@@ -3,6 +3,11 @@
 A container does not trust the host's CA and the image build runs with no network, so the
 wheels for CPython 3.11 on manylinux x86-64 are downloaded here, checked against the lock's
 hashes, and handed to the build; downloaded again only when the lock changes.
+
+Two environments, one download: ``serving.lock`` (every runtime: onnxruntime *and*
+scikit-learn/scipy) and ``serving-onnx.lock``, its subset for a model ONNX serves, compiled
+against it (same versions, same hashes; a unit test holds that). The image of an ONNX-served
+model gets only the subset's wheels and installs only the subset.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +27,9 @@ from pipeline.errors import ImageError
 
 log = logging.getLogger("pipeline")
 LOCK = Path("requirements/serving.lock")
+ONNX_LOCK = Path("requirements/serving-onnx.lock")
+#: The lock each runtime's image installs (``serving.card.ModelCard.runtime`` picks one).
+LOCKS: dict[str, Path] = {"onnx": ONNX_LOCK, "sklearn": LOCK}
 WHEELS = Path("build/wheels")
 # What the image runs: CPython 3.11 on glibc >= 2.28 x86-64 (Debian bookworm).
 TARGET = (
@@ -68,3 +77,35 @@ def resolve_wheels(*, lock: Path = LOCK, target: Path = WHEELS) -> Path:
     megabytes = sum(p.stat().st_size for p in found) / 1e6
     log.info("%d wheels, %.0f MB, in %.1f s", len(found), megabytes, time.monotonic() - started)
     return target
+
+
+def pinned(lock: Path) -> dict[str, str]:
+    """{normalised project name: version} of every ``name==version`` line of ``lock``."""
+    found: dict[str, str] = {}
+    for line in lock.read_text().splitlines():
+        name, sep, rest = line.partition("==")
+        if sep and not line.startswith((" ", "#")):
+            found[_normalise(name)] = rest.split()[0].rstrip("\\").strip()
+    return found
+
+
+def wheels_for(lock: Path, *, wheel_dir: Path) -> list[Path]:
+    """The wheels of ``wheel_dir`` that ``lock`` pins (name and version), sorted; an error when
+    one is missing (``lock`` must be a subset of the downloaded serving.lock)."""
+    want = pinned(lock)
+    chosen: dict[str, Path] = {}
+    for wheel in sorted(wheel_dir.glob("*.whl")):
+        name, version = wheel.name.split("-")[:2]
+        if want.get(_normalise(name)) == version:
+            chosen[_normalise(name)] = wheel
+    missing = sorted(set(want) - set(chosen))
+    if missing:
+        raise ImageError(
+            f"{wheel_dir} has no wheel for {missing} pinned by {lock}: it must pin a subset of "
+            f"{LOCK} (re-run `make lock`)"
+        )
+    return sorted(chosen.values())
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()

@@ -113,6 +113,9 @@ def test_repro_ends_with_a_labelled_non_root_image_that_turns_healthy_and_serves
     assert "8080/tcp" in config["ExposedPorts"] and config["StopSignal"] == "SIGTERM"
     assert config["Entrypoint"][:3] == ["/opt/venv/bin/python", "-m", "serving"]
     assert built["size_mb"] <= built["max_size_mb"] and built["smoke"]["label"] in card["classes"]
+    # The template's model converts to ONNX: its image is the onnxruntime-only environment.
+    assert card["onnx"] and labels["ml.serving.runtime"] == built["smoke"]["runtime"] == "onnx"
+    assert built["smoke"]["libraries"] == {"onnxruntime": True, "scipy": False, "sklearn": False}
 
     container = engine.client.containers.run(
         built["image"], detach=True, ports={"8080/tcp": ("127.0.0.1", None)}
@@ -158,6 +161,31 @@ def test_unchanged_inputs_skip_the_build(project: tuple[Path, float]) -> None:
     assert "build skipped" in done.stdout + done.stderr
     assert after["build"] is None
     assert after["id"] == before["id"] and after["image"] == before["image"]
+
+
+def test_a_model_without_onnx_gets_the_scikit_learn_image_which_keeps_both_runtimes(
+    project: tuple[Path, float], tmp_path: Path, engine: Engine
+) -> None:
+    work = clone(project, tmp_path)
+    lean = image_json(work)
+    card_file = work / "models/model.json"
+    card = json.loads(card_file.read_text())
+    (work / "models" / card["onnx"]["file"]).unlink()
+    card["onnx"] = None  # as the train stage writes it when skl2onnx cannot convert the model
+    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    done = stage(work)
+    built = image_json(work)
+    said = " ".join((done.stdout + done.stderr).split())  # the log wraps long lines
+    assert "sklearn runtime, requirements/serving.lock" in said
+    assert built["image"] != lean["image"] and built["build"] is not None
+    assert built["labels"]["ml.serving.runtime"] == built["smoke"]["runtime"] == "sklearn"
+    assert built["smoke"]["libraries"] == {"onnxruntime": True, "scipy": True, "sklearn": True}
+    info = engine.image(built["image"])
+    assert info is not None
+    config = engine.client.api.inspect_image(info.id)["Config"]
+    assert "SERVING_RUNTIME=sklearn" in config["Env"]
+    print(f"image sizes: ONNX environment {lean['size_mb']} MB, scikit-learn {built['size_mb']} MB")
+    assert built["size_bytes"] - lean["size_bytes"] > 50e6  # scikit-learn and scipy
 
 
 def test_a_code_only_change_rebuilds_only_the_layers_above_the_code(
