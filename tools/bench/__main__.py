@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tools.bench import (
     bentoml_env,
@@ -103,10 +103,13 @@ def _mlflow_image(trained: Trained, *, base: str, work: Path) -> tuple[str | Non
     except (mlflow_image.MlflowImageError, containers.EngineError, OSError) as exc:
         log.warning("MLflow's image for %s failed: %s", trained.kind, exc)
         return None, f"FAILED, left out: {exc}"[:800]
+    rewritten = cast(list[dict[str, str]], built["pins_rewritten"])
+    pins = "; ".join(f"{c['file']}: {c['was']} -> {c['now']}" for c in rewritten)
     return tag, (
         f"{tag} from `mlflow models generate-dockerfile -m {trained.model_uri} "
         f"--env-manager local`, {built['generated_from']} rewritten to FROM {base} "
-        f"(tools/bench/README.md); built in {built['build_seconds']} s"
+        f"(tools/bench/README.md); model pins the wheel folder could not serve, rewritten: "
+        f"{pins or 'none'}; built in {built['build_seconds']} s"
     )
 
 
