@@ -13,22 +13,20 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipeline import artifacts
-from pipeline.config import ContractParams, Settings
+from pipeline.config import Settings
 from pipeline.image.engine import Engine
 from pipeline.ml import tracking
 from pipeline.release import evidence, signing
-from pipeline.release.contract_runner import build_report
 from pipeline.release.registry import Registry
 from pipeline.release.sbom import image_sbom
+from tests.support import reports
 from tests.support.registry import LocalRegistry
-from tests.support.reports import with_hostile
 
 RUN_ID = uuid.uuid4().hex[:8]
 IMAGE_NAME = f"test-release-{RUN_ID}"
@@ -185,10 +183,9 @@ def contract_tested(world: World, ref: str, **extra: str) -> None:
 
 
 def complete_report(info: Any, *, digest: str | None = None) -> artifacts.ContractReport:
-    """A complete passing report as `pipeline contract-test`'s own builder writes it, for an
-    image that is not run here (these tests are about what release does with evidence)."""
+    """A complete passing report for the image ``info`` describes (tests.support.reports)."""
     labels = info.labels
-    return build_report(
+    report: artifacts.ContractReport = reports.complete_report(
         image=artifacts.TestedImage(ref=info.id, id=info.id, digest=digest),
         model=artifacts.TestedModel(
             model_name=labels.get("ml.model.name", "none"),
@@ -196,21 +193,8 @@ def complete_report(info: Any, *, digest: str | None = None) -> artifacts.Contra
             run_id=labels.get("ml.mlflow.run_id", "none"),
             sha256=labels.get("ml.model.sha256", "0" * 64),
         ),
-        summary=with_hostile(
-            {
-                "checks": {check: {"passed": 1} for check in evidence.REQUIRED_CHECKS},
-                "failed": [],
-                "properties": {"fuzz_cases": 5},
-            }
-        ),
-        time_to_ready_s=1.0,
-        started=datetime.now(UTC),
-        tools={},
-        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10, fuzz_cases=5),
-        error=None,
-        pytest_exit=0,
-        suite=list(evidence.REQUIRED_CHECKS),
     )
+    return report
 
 
 def signed_evidence(
@@ -227,13 +211,11 @@ def signed_evidence(
     info = engine.image(ref)
     assert info is not None, ref
     revision = info.labels.get("org.opencontainers.image.revision", "unknown")
-    predicates = {
-        "contract": (report or complete_report(info, digest=digest)).dump(),
-        "sbom": image_sbom(engine, ref),
-        "provenance": {
-            "buildDefinition": {"resolvedDependencies": [{"digest": {"gitCommit": revision}}]}
-        },
-    }
+    predicates = reports.predicates(
+        report or complete_report(info, digest=digest),
+        sbom=image_sbom(engine, ref),
+        revision=revision,
+    )
     signer = signing.load_signer(world.settings(release_signing_key_file=key or world.key))
     return evidence.signed(
         signer, repository=world.client().repository, digest=digest, predicates=predicates

@@ -16,7 +16,6 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,14 @@ import requests
 from pipeline import artifacts
 from pipeline.ab import lifecycle
 from pipeline.ab.lifecycle import ExperimentRefused
-from pipeline.config import ContractParams, Settings
+from pipeline.config import Settings
 from pipeline.errors import EvidenceError, PromotionRefused
 from pipeline.release import evidence, promotion, signing
-from pipeline.release.contract_runner import build_report
 from pipeline.release.registry import Registry
 from pipeline.release.sbom import IMAGE_ID_PROPERTY
 from pipeline.release.state import read_state
 from tests.support.registry import LocalRegistry
-from tests.support.reports import with_hostile
+from tests.support.reports import complete_report, predicates
 
 pytestmark = [pytest.mark.integration]
 
@@ -128,46 +126,25 @@ def push_image(address: str, repository: str, *, version: str) -> tuple[str, str
 def attest(world_settings: Settings, root: Path, digest: str, config_id: str, version: str) -> None:
     """Signed evidence for exactly this digest, as `pipeline sign` + `attest` push it: a
     complete passing contract report, an SBOM naming the image, provenance of its commit."""
-    report = build_report(
+    report = complete_report(
         image=artifacts.TestedImage(ref=f"x:v{version}", id=config_id, digest=digest),
         model=artifacts.TestedModel(
             model_name=MODEL, model_version=version, run_id="r", sha256="0" * 64
         ),
-        summary=with_hostile(
-            {
-                "checks": {check: {"passed": 1} for check in evidence.REQUIRED_CHECKS},
-                "failed": [],
-                "properties": {"fuzz_cases": 5},
-            }
-        ),
-        time_to_ready_s=1.0,
-        started=datetime.now(UTC),
-        tools={},
-        budgets=ContractParams(latency_p95_ms=25, time_to_ready_s=10, fuzz_cases=5),
-        error=None,
-        pytest_exit=0,
-        suite=list(evidence.REQUIRED_CHECKS),
     )
-    predicates = {
-        "contract": report.dump(),
-        "sbom": {
-            "bomFormat": "CycloneDX",
-            "metadata": {
-                "component": {"properties": [{"name": IMAGE_ID_PROPERTY, "value": config_id}]}
-            },
-        },
-        "provenance": {
-            "buildDefinition": {
-                "resolvedDependencies": [{"digest": {"gitCommit": f"commit-{version}"}}]
-            }
+    sbom = {
+        "bomFormat": "CycloneDX",
+        "metadata": {
+            "component": {"properties": [{"name": IMAGE_ID_PROPERTY, "value": config_id}]}
         },
     }
+    signed = predicates(report, sbom=sbom, revision=f"commit-{version}")
     registry = Registry(world_settings)
     envelopes = evidence.signed(
         signing.load_signer(world_settings),
         repository=registry.repository,
         digest=digest,
-        predicates=predicates,
+        predicates=signed,
     )
     keys = signing.trusted_keys(world_settings)
     evidence.attach(registry, digest=digest, envelopes=envelopes, keys=keys, where=str(root))

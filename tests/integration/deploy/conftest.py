@@ -32,6 +32,7 @@ from pipeline.image.engine import Engine
 from pipeline.release import signing
 from pipeline.release.registry import Registry
 from tests.support.registry import LocalRegistry, free_port
+from tests.support.reports import predicates
 from tools.template import GIT, copy_template, dvc, edit_params, env, run
 
 PIPELINE = str(Path(sys.executable).parent / "pipeline")
@@ -146,19 +147,13 @@ class World:
             release_signing_key_file=self.key,
             release_signers_dir=self.work / "release/signers",
         )
-        predicates = {
-            "contract": report.dump(),
-            "sbom": image_sbom(engine, ref),
-            "provenance": {
-                "buildDefinition": {"resolvedDependencies": [{"digest": {"gitCommit": revision}}]}
-            },
-        }
+        signed = predicates(report, sbom=image_sbom(engine, ref), revision=revision)
         registry = Registry(settings)
         envelopes = evidence.signed(
             signing.load_signer(settings),
             repository=registry.repository,
             digest=digest,
-            predicates=predicates,
+            predicates=signed,
         )
         keys = signing.trusted_keys(settings)
         evidence.attach(registry, digest=digest, envelopes=envelopes, keys=keys, where=key)
