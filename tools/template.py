@@ -13,7 +13,7 @@ import yaml
 
 TEMPLATE_FILES = [
     "pipeline", "serving", "estimators", "tools", "expectations", "data/raw", "requirements",
-    "scripts", "tests", "release",
+    "scripts", "tests", "release", "deploy/topology.yaml", "deploy/README.md", "deploy/.gitignore",
     "dvc.yaml", "params.yaml", "Dockerfile", ".dockerignore", "Makefile", ".dvcignore",
     ".gitignore", "pyproject.toml", "conftest.py",
 ]  # fmt: skip
