@@ -273,8 +273,9 @@ def test_contract_test_passes_against_the_built_image_and_writes_the_report(
     assert report["fuzz_cases"] >= 500
     assert set(report["checks"]) == {
         "health_and_identity", "golden_parity", "error_contract", "fuzz", "latency",
-        "typed_columns",
+        "typed_columns", "hostile",
     }  # fmt: skip
+    assert report["hostile"]["passed"] and report["hostile"]["cases"]
     assert all(c.get("failed", 0) == 0 for c in report["checks"].values())
     assert 0 < report["time_to_ready_s"] <= 10 and report["latency_ms"]["p95"] > 0
     assert (work / "build/contract-junit.xml").is_file()
