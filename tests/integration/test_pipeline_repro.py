@@ -86,7 +86,7 @@ def test_editing_a_cli_help_text_reruns_no_stage_and_editing_a_stage_reruns_it(
     reproduced: tuple[Path, float], tmp_path: Path
 ) -> None:
     work = clone(reproduced, tmp_path)
-    cli = work / "pipeline/cli.py"
+    cli = work / "pipeline/cli/__init__.py"
     cli.write_text(cli.read_text().replace('"""Move an environment', '"""Now: move an environment'))
     status = dvc(work, "status", "--json")
     assert json.loads(status.stdout) == {}, status.stdout

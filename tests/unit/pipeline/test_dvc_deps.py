@@ -51,7 +51,7 @@ def test_listing_a_module_no_stage_code_imports_is_reported_as_extra(
 def test_no_stage_runs_the_cli_so_editing_a_help_text_reruns_nothing() -> None:
     for stage in STAGES:
         needed = imports_of(f"pipeline.stages.{stage}", root=ROOT)
-        assert Path("pipeline/cli.py") not in needed, stage
+        assert not any(p.parts[:2] == ("pipeline", "cli") for p in needed), stage
         assert not any(p.parts[:2] == ("pipeline", "release") for p in needed), stage
 
 

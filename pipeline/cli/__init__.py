@@ -1,0 +1,355 @@
+"""`pipeline`: the command line. The only package that imports the CLI framework; thin.
+
+Each command parses its options and calls one function of the package. A `PipelineError`
+becomes one line on stderr and its exit code (see :mod:`pipeline.errors`); anything else is a
+bug and keeps its traceback. The DVC stages do not go through here (see pipeline/stages).
+This module holds the pipeline and release commands; :mod:`pipeline.cli.deploy` the deploy ones
+(`reconcile`, `status`, `render`) and :mod:`pipeline.cli.ab` the A/B experiment ones (`ab ...`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline import artifacts, config
+from pipeline.cli import ab, deploy
+from pipeline.cli.common import ParamsFile
+from pipeline.cli.common import environment as _environment
+from pipeline.cli.common import report_release as _report
+from pipeline.cli.common import run as _run
+from pipeline.console import gate_table, out, setup_logging
+from pipeline.errors import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+@app.command()
+def prepare(params_file: ParamsFile = Path("params.yaml")) -> None:
+    """Load the raw data, run the Great Expectations suite, write the stratified split."""
+    from pipeline.stages.prepare import prepare as step
+
+    setup_logging()
+    params = _run(lambda: config.load_params(params_file))
+    _run(lambda: step(params))
+
+
+@app.command()
+def train(params_file: ParamsFile = Path("params.yaml")) -> None:
+    """Fit the model, log it to MLflow and register a new version."""
+    from pipeline.stages.train import train as step
+
+    setup_logging()
+    params = _run(lambda: config.load_params(params_file))
+    settings = _run(config.load_settings)
+    _run(lambda: step(params, settings))
+
+
+@app.command()
+def validate(params_file: ParamsFile = Path("params.yaml")) -> None:
+    """Holdout metrics, plots, quality gates, champion comparison; @candidate on success."""
+    from pipeline.stages.validate import validate as step
+
+    setup_logging()
+    params = _run(lambda: config.load_params(params_file))
+    settings = _run(config.load_settings)
+    verdict = _run(lambda: step(params, settings))
+    gate_table(verdict.rows, console=out)
+
+
+@app.command()
+def containerize(params_file: ParamsFile = Path("params.yaml")) -> None:
+    """Build the serving image (Docker Engine API), check its size, smoke-test it."""
+    from pipeline.stages.containerize import containerize as step
+
+    setup_logging()
+    params = _run(lambda: config.load_params(params_file))
+    _run(lambda: step(params))
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[
+        Path, typer.Option(help="folder with model.json, model.pkl, model.onnx")
+    ] = Path("models"),
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+) -> None:
+    """Serve the model over HTTP (MLflow scoring protocol + Open Inference Protocol).
+
+    Other settings (workers, max rows, runtime, log level) come from SERVING_* variables.
+    """
+    from serving import server
+    from serving.errors import SettingsError
+
+    def start() -> None:
+        try:
+            server.serve(model_dir=model_dir, host=host, port=port)
+        except SettingsError as exc:
+            raise ConfigError(f"environment: {exc}") from None
+
+    _run(start)
+
+
+@app.command("contract-test")
+def contract_test(
+    image: Annotated[
+        str, typer.Option(help="image to test; default: the one build/image.json names")
+    ] = "",
+    out_dir: Annotated[Path, typer.Option(help="where the report, JUnit and log go")] = Path(
+        "build"
+    ),
+    params_file: ParamsFile = Path("params.yaml"),
+) -> None:
+    """Run the contract suite against the image in a container; write build/contract-report.json."""
+    from pipeline.release import contract_runner
+
+    setup_logging()
+    params = _run(lambda: config.load_params(params_file))
+    ref = image or _run(lambda: artifacts.read_image().image)
+    report = _run(
+        lambda: contract_runner.contract_test(
+            image_ref=ref, params=params, params_file=params_file, out_dir=out_dir
+        )
+    )
+    tests = sum(sum(c.values()) for c in report.checks.values())
+    out.print(
+        f"contract: pass — {tests} tests, {report.fuzz_cases} fuzz cases, ready in "
+        f"{report.time_to_ready_s} s, p95 {report.latency_ms.get('p95')} ms; report: "
+        f"{out_dir / artifacts.CONTRACT_REPORT.name}"
+    )
+
+
+@app.command()
+def wheels() -> None:
+    """Download the wheels requirements/serving.lock pins for the image into build/wheels."""
+    from pipeline.image.wheels import resolve_wheels
+
+    setup_logging()
+    out.print(f"{_run(resolve_wheels)} matches requirements/serving.lock")
+
+
+@app.command("suggest-expectations")
+def suggest_expectations(
+    output: Annotated[Path, typer.Option(help="where to write the suite")],
+    force: Annotated[bool, typer.Option(help="overwrite an existing suite")] = False,
+    params_file: ParamsFile = Path("params.yaml"),
+) -> None:
+    """Write a starter Great Expectations suite from the configured data (review, then commit).
+
+    It passes on the data it came from; the table shows what it inferred per column."""
+    from rich.table import Table
+
+    from pipeline.ml import data, data_checks
+
+    if output.exists() and not force:
+        _run(lambda: _refuse(output))
+    params = _run(lambda: config.load_params(params_file, suite_optional=True))
+    raw = _run(lambda: data.load_raw(params.data))
+    suite, inferred = data_checks.suggest_suite(raw, target=params.data.target, name=output.stem)
+    table = Table(title=f"{params.data.source}: {len(raw)} rows")
+    for column in ("column", "kind", "missing", "expected"):
+        table.add_column(column)
+    for row in inferred:
+        table.add_row(row.column, row.kind, row.nulls, "; ".join(row.checks) or "-")
+    out.print(table)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(data_checks.render_suite(suite))
+    out.print(
+        f"wrote {len(suite['expectations'])} expectations to {output}: review it, then set "
+        f"data.expectations: {output} in params.yaml"
+    )
+
+
+def _refuse(output: Path) -> None:
+    raise ConfigError(f"{output} exists: pass --force to overwrite it (then review the diff)")
+
+
+@app.command()
+def push() -> None:
+    """Push the built image (build/image.json) as sha-<git sha> and its content tag; record
+    the digest. Registry and auth: REGISTRY, IMAGE_REPOSITORY, REGISTRY_* (docs/release.md)."""
+    from pipeline.release.push import push as push_image
+
+    setup_logging()
+    settings = _run(config.load_settings)
+    pushed = _run(lambda: push_image(settings)).registry
+    assert pushed is not None  # push() records it or raises
+    out.print(
+        f"pushed {pushed.ref} ({', '.join(pushed.tags)}) in {pushed.seconds} s; "
+        f"digest recorded in {artifacts.IMAGE}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def keygen(
+    name: Annotated[str, typer.Option(help="the key's name: release/signers/NAME.pub")] = "release",
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="where the private key goes, outside git "
+            "(default ~/.config/gitops-ml-pipeline/NAME.key)"
+        ),
+    ] = None,
+) -> None:
+    """Make a release signing key: the private key outside git, the public key among the
+    trusted signers (commit it; put the private key in the release environment's secret)."""
+    from pipeline.release import signing
+
+    settings = _run(config.load_settings)
+    target = private_key or Path.home() / ".config" / "gitops-ml-pipeline" / f"{name}.key"
+    private, public = _run(
+        lambda: signing.keygen(
+            name=name, private_path=target, signers_dir=settings.release_signers_dir
+        )
+    )
+    out.print(
+        f"private key: {private} (mode 0600; never commit it; CI: the RELEASE_SIGNING_KEY secret "
+        f"of the `release` environment)\npublic key: {public} (commit it: promote trusts it)",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def sbom(
+    image: Annotated[str, typer.Option(help="image; default: the one build/image.json names")] = "",
+    output: Annotated[Path, typer.Option(help="where the SBOM goes")] = Path("build/sbom.cdx.json"),
+) -> None:
+    """Write a CycloneDX SBOM of the Python environment inside the image."""
+    from pipeline.image.engine import Engine
+    from pipeline.release.sbom import write_sbom
+
+    setup_logging()
+    ref = image or _run(lambda: artifacts.read_image().image)
+    document = _run(lambda: write_sbom(Engine.connect(), ref, output))
+    out.print(f"SBOM of {ref}: {len(document.get('components', []))} packages in {output}")
+
+
+@app.command()
+def sign(
+    report: Annotated[Path, typer.Option(help="the contract report")] = artifacts.CONTRACT_REPORT,
+    sbom: Annotated[Path, typer.Option(help="the image's SBOM")] = Path("build/sbom.cdx.json"),
+) -> None:
+    """Sign the contract report, SBOM and build provenance as in-toto statements about the
+    pushed digest (DSSE, the release key: RELEASE_SIGNING_KEY[_FILE]); no registry needed."""
+    from pipeline.release import evidence as release
+
+    setup_logging()
+    settings = _run(config.load_settings)
+    written = _run(lambda: release.sign(settings, report_path=report, sbom_path=sbom))
+    out.print(f"signed: {', '.join(str(p) for p in written.values())}", soft_wrap=True)
+
+
+@app.command()
+def attest(
+    image: Annotated[
+        str, typer.Option(help="tag or digest; default: the digest build/image.json records")
+    ] = "",
+) -> None:
+    """Attach the signed statements of `pipeline sign` to the image digest (OCI referrers);
+    each is verified against release/signers/ first."""
+    from pipeline.release import evidence as release
+
+    setup_logging()
+    settings = _run(config.load_settings)
+    evidence = _run(lambda: release.attest(settings, image=image or None))
+    kinds = ", ".join(f"{k} {d}" for k, d in evidence.artifacts.items())
+    out.print(
+        f"evidence attached to {evidence.subject}, signed by {evidence.signer}: {kinds}",
+        soft_wrap=True,
+    )
+
+
+Env = Annotated[str, typer.Option("--to", help="staging or production")]
+
+
+@app.command()
+def promote(
+    image: Annotated[str, typer.Option(help="tag or digest (sha256:...) in IMAGE_REPOSITORY")],
+    to: Env,
+) -> None:
+    """Move an environment's tag to a tested digest (no rebuild); write deploy/<env>.yaml."""
+    from pipeline.release import promotion
+
+    setup_logging()
+    settings = _run(config.load_settings)
+    env = _run(lambda: _environment(to))
+    _report(_run(lambda: promotion.promote(settings, ref=image, env=env)), settings)
+
+
+@app.command()
+def rollback(
+    env: Annotated[str, typer.Option("--env", help="staging or production")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="a digest from deploy/<env>.yaml's history; default: the previous one"
+        ),
+    ] = "",
+    reason: Annotated[
+        str, typer.Option(help="why, recorded in deploy/<env>.yaml (e.g. the failed rollout)")
+    ] = "",
+) -> None:
+    """Go back to an earlier digest of deploy/<env>.yaml's history (evidence re-checked); a
+    second rollback goes further back, never to the digest the first one left."""
+    from pipeline.release import promotion
+
+    setup_logging()
+    settings = _run(config.load_settings)
+    name = _run(lambda: _environment(env))
+    outcome = _run(
+        lambda: promotion.rollback(settings, env=name, to=to or None, reason=reason or None)
+    )
+    for message in outcome.skipped:
+        out.print(message, soft_wrap=True)
+    _report(outcome, settings)
+
+
+@app.command()
+def summary(
+    metrics_diff: Annotated[
+        Path | None, typer.Option(help="`dvc metrics diff --json` output to show")
+    ] = None,
+    diff_base: Annotated[
+        str, typer.Option(help="the revision that diff compared against (shown)")
+    ] = "",
+    release: Annotated[
+        Path | None,
+        typer.Option(help="a deploy/<env>.yaml: summarise that promotion instead of a run"),
+    ] = None,
+    evidence: Annotated[
+        Path | None,
+        typer.Option(help="build/evidence: summarise a release job (digest, signed statements)"),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="append here (e.g. $GITHUB_STEP_SUMMARY); default: stdout")
+    ] = None,
+) -> None:
+    """Markdown job summary of a run (metrics, diff, gates, image, contract) or a promotion."""
+    from pipeline.release import summary as render
+
+    if release is not None:
+        text = _run(lambda: render.release_summary(release))
+    elif evidence is not None:
+        text = _run(lambda: render.release_run_summary(artifacts.IMAGE, evidence))
+    else:
+        files = render.RunFiles(metrics_diff=metrics_diff)
+        text = _run(lambda: render.ci_summary(files, diff_base=diff_base))
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    with output.open("a") as handle:
+        handle.write(text)
+
+
+app.command()(deploy.reconcile)
+app.command()(deploy.status)
+app.add_typer(deploy.render_app, name="render")
+app.add_typer(ab.app, name="ab")
+
+
+def main() -> None:
+    app(prog_name="pipeline")
