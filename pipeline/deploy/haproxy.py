@@ -111,6 +111,9 @@ frontend entry
 frontend admin
     bind :{ADMIN_PORT}
     monitor-uri /healthz
+    # Healthy only once the model backend has a server to send to (its tasks' DNS resolved):
+    # Swarm reports the entry running only then, so reconcile returns when the entry serves.
+    monitor fail if {{ nbsrv(model) lt 1 }}
     http-request use-service prometheus-exporter if {{ path /metrics }}
     stats enable
     stats uri /stats
