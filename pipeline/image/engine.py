@@ -55,8 +55,9 @@ INSTALL_PODMAN = (
     "install it (Debian, as root: `apt-get install podman catatonit runc`), or unset "
     "CONTAINER_ENGINE to use Docker"
 )
-# Docker's classic builder says "Step 1/7 : ", Podman's (Buildah) "STEP 1/7: ".
-_STEP = re.compile(r"^Step (\d+)/(\d+) ?: ", re.IGNORECASE)
+# Docker's classic builder says "Step 9/21 : " (counted over all stages), Podman's (Buildah)
+# "[2/2] STEP 3/15: " (counted per stage, the stage in front when there are several).
+_STEP = re.compile(r"^(?:\[(\d+)/\d+\] )?Step (\d+)/(\d+) ?: ", re.IGNORECASE)
 _NOISE = re.compile(
     r"^( ---> Running in | ---> [0-9a-f]{12}$|Removing intermediate container |--> [0-9a-f]{11,}$)"
 )
@@ -164,20 +165,25 @@ class Engine:
             digests=list(attrs.get("RepoDigests") or []),
         )
 
+    def _named(self, ref: str) -> ImageInfo | None:
+        """:meth:`image`, but only an image that carries the name ``ref``: Podman resolves a
+        short name by suffix (`python:3.11` finds `localhost/local/python:3.11`)."""
+        found = self.image(ref)
+        if found is not None and self.podman and not _names(found.tags, ref):
+            log.info("Podman matched %s to %s: not that image", ref, ", ".join(found.tags))
+            return None
+        return found
+
     def resolve_base(self, *, base: str, fallback: str) -> Base:
         """``base`` if present or pullable, else the air-gapped ``fallback`` (said so loudly)."""
-        found = self.image(base)
-        if found is not None and self.podman and not _names(found.tags, base):
-            # Podman resolves a short name by suffix: `python:3.11` finds `localhost/x/python:3.11`.
-            log.info("Podman matched base %s to %s: not that image", base, ", ".join(found.tags))
-            found = None
+        found = self._named(base)
         if found is not None:
             return Base(base, found.id, fallback=False)
         log.info("base image %s is not present: trying to pull it", base)
         repository, tag = parse_repository_tag(base)
         try:
             self.client.images.pull(repository, tag=tag or "latest")
-            pulled = self.image(base)
+            pulled = self._named(base)
             if pulled is not None:
                 return Base(base, pulled.id, fallback=False)
             reason = "pulled, yet not found under that name"
@@ -214,6 +220,7 @@ class Engine:
         """Build the tar ``context`` (its Dockerfile at the root) with no network, logging what
         the builder prints (container bookkeeping at debug level)."""
         report, started, step = BuildReport(), time.monotonic(), 0
+        stages: dict[int, int] = {}  # Podman: steps per build stage
         tail: list[str] = []
         stream = self.client.api.build(
             fileobj=context,
@@ -243,7 +250,10 @@ class Engine:
                     tail.append(line)
                     match = _STEP.match(line)
                     if match:
-                        step, report.steps = int(match.group(1)), int(match.group(2))
+                        stage = int(match.group(1) or 1)
+                        stages[stage] = int(match.group(3))
+                        step = sum(n for s, n in stages.items() if s < stage) + int(match.group(2))
+                        report.steps = sum(stages.values())
                     elif "Using cache" in line and step:
                         report.cached.append(step)
                     level = logging.DEBUG if _NOISE.match(line) else logging.INFO

@@ -3,6 +3,7 @@ nothing here needs an engine running."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -44,15 +45,35 @@ def test_the_rootless_podman_socket_is_under_the_users_runtime_dir(
     assert engine.podman_socket() == Path("/run/podman/podman.sock")
 
 
-@pytest.mark.parametrize(
-    ("line", "step"),
-    [("Step 3/12 : COPY serving /app/serving", (3, 12)), ("STEP 3/12: COPY serving /app", (3, 12))],
-)
-def test_build_steps_are_read_from_docker_and_podman_output(
-    line: str, step: tuple[int, int]
-) -> None:
-    match = engine._STEP.match(line)
-    assert match is not None and (int(match.group(1)), int(match.group(2))) == step
+def test_build_steps_are_counted_over_all_stages_from_docker_and_podman_output() -> None:
+    """Docker counts steps over the whole Dockerfile; Podman per stage, with the stage first."""
+    docker_lines = [
+        "Step 1/4 : FROM base AS runtime",
+        "Step 3/4 : FROM base",
+        "Step 4/4 : COPY a b",
+    ]
+    podman_lines = [
+        "[1/2] STEP 1/2: FROM base AS runtime",
+        "[2/2] STEP 1/2: FROM base",
+        "[2/2] STEP 2/2: COPY a b",
+    ]
+    for lines in (docker_lines, podman_lines):
+        stream = [{"stream": line + "\n --> Using cache 0123456789abcdef\n"} for line in lines]
+        built = Engine.__new__(Engine)
+        built.client = _Client(stream)
+        report = built.build(io.BytesIO(), tag="t", buildargs={})
+        assert report.steps == 4 and report.cached[-1] == 4, (lines, report)
+
+
+class _Client:
+    """Replays what a builder streamed (the engine's parsing, not the engine, is under test)."""
+
+    def __init__(self, chunks: list[dict[str, str]]) -> None:
+        self.api = self
+        self._chunks = chunks
+
+    def build(self, **_: object) -> list[dict[str, str]]:
+        return self._chunks
 
 
 def test_a_podman_short_name_match_by_suffix_is_not_taken_for_the_base() -> None:
