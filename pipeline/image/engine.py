@@ -1,9 +1,14 @@
 """The container engine: the only module that imports `docker`.
 
-It speaks the Docker Engine API at ``DOCKER_HOST`` or the default socket (a Podman socket speaks
-the same API): finds or pulls a base image, builds with the classic builder while streaming its
-progress to the log, inspects images, and runs one container on a loopback port. Every failure a
-user can fix is an :class:`~pipeline.errors.ImageError` that says what to do.
+It speaks the Docker Engine API: finds or pulls a base image, builds with the classic builder
+while streaming its progress to the log, inspects images, and runs one container on a loopback
+port. Every failure a user can fix is an :class:`~pipeline.errors.ImageError` that says what to do.
+
+Which engine is decided here, once (:meth:`Engine.connect`): ``CONTAINER_ENGINE=docker`` (the
+default) is ``DOCKER_HOST`` or the default socket; ``CONTAINER_ENGINE=podman`` is the Podman
+socket (rootful ``/run/podman/podman.sock``, rootless ``$XDG_RUNTIME_DIR/podman/podman.sock``),
+whose API service is started when none answers, with the limits of :data:`PODMAN_CONTAINERS_CONF`.
+``DOCKER_HOST=unix:///run/podman/podman.sock`` reaches a running Podman service the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -23,7 +30,7 @@ import requests
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.utils import parse_repository_tag
 
-from pipeline.errors import ImageError
+from pipeline.errors import ConfigError, ImageError
 
 __all__ = ["Base", "BuildReport", "Condition", "Container", "Engine", "ImageInfo", "MemoryGauge"]
 
@@ -32,8 +39,28 @@ START_ENGINE = (
     "run `make docker` (on a root Debian machine it installs and starts dockerd; elsewhere it "
     "says how to start Docker or Podman), or point DOCKER_HOST at a running engine"
 )
-_STEP = re.compile(r"^Step (\d+)/(\d+) : ")
-_NOISE = re.compile(r"^( ---> Running in | ---> [0-9a-f]{12}$|Removing intermediate container )")
+ENGINES = ("docker", "podman")
+#: The Podman API service's settings when this module starts it. Debian's Podman 4.3 on these
+#: hosts: crun fails on the hybrid cgroup layout (runc works), and a container created through
+#: the API fails with "error setting rlimit" unless both limits are set for every container.
+PODMAN_CONTAINERS_CONF = """\
+# Written by pipeline/image/engine.py for the Podman API service it starts.
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+"""
+INSTALL_PODMAN = (
+    "install it (Debian, as root: `apt-get install podman catatonit runc`), or unset "
+    "CONTAINER_ENGINE to use Docker"
+)
+# Docker's classic builder says "Step 9/21 : " (counted over all stages), Podman's (Buildah)
+# "[2/2] STEP 3/15: " (counted per stage, the stage in front when there are several).
+_STEP = re.compile(r"^(?:\[(\d+)/\d+\] )?Step (\d+)/(\d+) ?: ", re.IGNORECASE)
+_NOISE = re.compile(
+    r"^( ---> Running in | ---> [0-9a-f]{12}$|Removing intermediate container |--> [0-9a-f]{11,}$)"
+)
 
 
 @dataclass(frozen=True)
@@ -69,11 +96,25 @@ class BuildReport:
 class Engine:
     """A connected engine. :meth:`connect` fails with what to do when none answers."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    def __init__(self, client: docker.DockerClient, *, where: str = "the default socket") -> None:
         self.client = client
+        self.where = where
+        version: dict[str, Any] = client.version()
+        names = [str(c.get("Name", "")) for c in version.get("Components") or []]
+        self.podman = any("podman" in n.lower() for n in names)
+        self._version = version
 
     @classmethod
     def connect(cls, *, timeout: int = 900) -> Engine:
+        """The engine ``CONTAINER_ENGINE`` names (docker, the default, or podman)."""
+        choice = os.environ.get("CONTAINER_ENGINE") or "docker"
+        if choice not in ENGINES:
+            raise ConfigError(
+                f"CONTAINER_ENGINE={choice!r} is not an engine this pipeline drives: set it to "
+                f"{' or '.join(ENGINES)} (unset: docker)"
+            )
+        if choice == "podman":
+            return cls._connect_podman(timeout=timeout)
         where = os.environ.get("DOCKER_HOST") or "the default socket"
         try:
             client = docker.from_env(timeout=timeout)
@@ -83,15 +124,30 @@ class Engine:
             raise ImageError(
                 f"no container engine answers at {where} ({reason}): {START_ENGINE}"
             ) from None
-        return cls(client)
+        return cls(client, where=where)
+
+    @classmethod
+    def _connect_podman(cls, *, timeout: int) -> Engine:
+        socket = podman_socket()
+        url = f"unix://{socket}"
+        if os.environ.get("DOCKER_HOST"):
+            log.warning(
+                "CONTAINER_ENGINE=podman: DOCKER_HOST=%s is not used; the Podman socket %s is",
+                os.environ["DOCKER_HOST"],
+                socket,
+            )
+        client = _answering(url, timeout=timeout)
+        if client is None:
+            _start_podman_service(socket)
+            client = _answering(url, timeout=timeout)
+            if client is None:
+                raise ImageError(f"the Podman service started at {socket} does not answer")
+        return cls(client, where=str(socket))
 
     def describe(self) -> str:
-        version: dict[str, Any] = self.client.version()
-        names = [str(c.get("Name", "")) for c in version.get("Components") or []]
-        kind = "Podman" if any("podman" in n.lower() for n in names) else "Docker Engine"
-        where = os.environ.get("DOCKER_HOST") or "the default socket"
-        api = version.get("ApiVersion", "?")
-        return f"{kind} {version.get('Version', '?')} (API {api}) at {where}"
+        kind = "Podman" if self.podman else "Docker Engine"
+        api = self._version.get("ApiVersion", "?")
+        return f"{kind} {self._version.get('Version', '?')} (API {api}) at {self.where}"
 
     def image(self, ref: str) -> ImageInfo | None:
         try:
@@ -109,16 +165,25 @@ class Engine:
             digests=list(attrs.get("RepoDigests") or []),
         )
 
+    def _named(self, ref: str) -> ImageInfo | None:
+        """:meth:`image`, but only an image that carries the name ``ref``: Podman resolves a
+        short name by suffix (`python:3.11` finds `localhost/local/python:3.11`)."""
+        found = self.image(ref)
+        if found is not None and self.podman and not _names(found.tags, ref):
+            log.info("Podman matched %s to %s: not that image", ref, ", ".join(found.tags))
+            return None
+        return found
+
     def resolve_base(self, *, base: str, fallback: str) -> Base:
         """``base`` if present or pullable, else the air-gapped ``fallback`` (said so loudly)."""
-        found = self.image(base)
+        found = self._named(base)
         if found is not None:
             return Base(base, found.id, fallback=False)
         log.info("base image %s is not present: trying to pull it", base)
         repository, tag = parse_repository_tag(base)
         try:
             self.client.images.pull(repository, tag=tag or "latest")
-            pulled = self.image(base)
+            pulled = self._named(base)
             if pulled is not None:
                 return Base(base, pulled.id, fallback=False)
             reason = "pulled, yet not found under that name"
@@ -126,10 +191,16 @@ class Engine:
             reason = str(exc).splitlines()[0][:160]
         found = self.image(fallback)
         if found is None:
+            what = (
+                f"`make base-image` to build it from Debian packages for Docker, then "
+                f"`docker save {fallback} | podman load` (Podman keeps its own images)"
+                if self.podman
+                else "`make base-image` to build it from Debian packages"
+            )
             raise ImageError(
                 f"base image {base} is neither present nor pullable ({reason}), and the "
-                f"air-gapped fallback {fallback} (image.fallback_base) does not exist: run "
-                "`make base-image` to build it from Debian packages, then re-run"
+                f"air-gapped fallback {fallback} (image.fallback_base) does not exist in "
+                f"{self.describe()}: run {what}, then re-run"
             )
         log.warning(
             "base image %s is neither present nor pullable; using the air-gapped fallback %s "
@@ -149,6 +220,7 @@ class Engine:
         """Build the tar ``context`` (its Dockerfile at the root) with no network, logging what
         the builder prints (container bookkeeping at debug level)."""
         report, started, step = BuildReport(), time.monotonic(), 0
+        stages: dict[int, int] = {}  # Podman: steps per build stage
         tail: list[str] = []
         stream = self.client.api.build(
             fileobj=context,
@@ -178,7 +250,10 @@ class Engine:
                     tail.append(line)
                     match = _STEP.match(line)
                     if match:
-                        step, report.steps = int(match.group(1)), int(match.group(2))
+                        stage = int(match.group(1) or 1)
+                        stages[stage] = int(match.group(3))
+                        step = sum(n for s, n in stages.items() if s < stage) + int(match.group(2))
+                        report.steps = sum(stages.values())
                     elif "Using cache" in line and step:
                         report.cached.append(step)
                     level = logging.DEBUG if _NOISE.match(line) else logging.INFO
@@ -436,6 +511,75 @@ class MemoryGauge:
     def _stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = self._container.stats(stream=False)
         return dict(stats.get("memory_stats") or {})
+
+
+def podman_socket() -> Path:
+    """Where Podman's API service listens: rootful or this user's (rootless)."""
+    if os.geteuid() == 0:
+        return Path("/run/podman/podman.sock")
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.geteuid()}"
+    return Path(runtime) / "podman" / "podman.sock"
+
+
+def _answering(url: str, *, timeout: int) -> docker.DockerClient | None:
+    try:
+        client = docker.DockerClient(base_url=url, timeout=timeout)
+        client.ping()
+    except DockerException:
+        return None
+    return client
+
+
+def _start_podman_service(socket: Path, *, wait: float = 30) -> None:
+    """Start `podman system service` on ``socket`` in its own session (it outlives this
+    process, as dockerd does), with :data:`PODMAN_CONTAINERS_CONF`, and wait until it answers.
+    Its pid goes to ``service.pid`` next to its ``containers.conf`` and ``service.log``."""
+    binary = shutil.which("podman")
+    if binary is None:
+        raise ImageError(f"CONTAINER_ENGINE=podman, but podman is not installed: {INSTALL_PODMAN}")
+    home = socket.parent.parent / "pipeline-podman"  # /run or $XDG_RUNTIME_DIR
+    home.mkdir(parents=True, exist_ok=True)
+    socket.parent.mkdir(parents=True, exist_ok=True)
+    socket.unlink(missing_ok=True)  # stale: nothing answered there
+    conf, logfile = home / "containers.conf", home / "service.log"
+    conf.write_text(PODMAN_CONTAINERS_CONF)
+    log.info(
+        "no Podman service answers at %s: starting `podman system service --time=0` there "
+        "(CONTAINERS_CONF=%s: runc, nofile/nproc limits; log %s)",
+        socket,
+        conf,
+        logfile,
+    )
+    with logfile.open("ab") as out:
+        service = subprocess.Popen(
+            [binary, "system", "service", "--time=0", f"unix://{socket}"],
+            env={**os.environ, "CONTAINERS_CONF": str(conf)},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    (home / "service.pid").write_text(f"{service.pid}\n")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if service.poll() is not None:
+            tail = logfile.read_text(errors="replace").strip().splitlines()[-5:]
+            raise ImageError(
+                f"`podman system service` on {socket} exited with {service.returncode}: "
+                + " | ".join(tail)
+            )
+        if socket.exists() and _answering(f"unix://{socket}", timeout=5) is not None:
+            log.info("Podman service pid %d answers at %s", service.pid, socket)
+            return
+        time.sleep(0.2)
+    raise ImageError(f"`podman system service` did not answer at {socket} within {wait:g} s")
+
+
+def _names(tags: list[str], ref: str) -> bool:
+    """Whether one of ``tags`` is ``ref`` as Docker would expand it (Podman reports full names:
+    ``docker.io/library/python:3.11``, ``localhost/local/python:3.11``)."""
+    prefixes = ["", "docker.io/", "localhost/"] + (["docker.io/library/"] if "/" not in ref else [])
+    return any(tag in {p + ref for p in prefixes} for tag in tags)
 
 
 def _cgroup_memory_dir(pid: int) -> Path | None:

@@ -68,7 +68,10 @@ def exchange(
     started = time.monotonic()
     sent = 0
     with connect(base_url, timeout=timeout) as sock:
-        sock.sendall(request_head)
+        try:
+            sock.sendall(request_head)
+        except OSError:  # the server refused the head and closed; a proxy may turn it to a reset
+            body = ()
         for chunk in body:
             if _readable(sock):
                 break

@@ -1,9 +1,13 @@
 """The release tests' shared world (tests/support/release_world.py): one `dvc repro`, one
 registry and one release key for test_release.py and test_release_integrity.py, which run in
-that order and build on each other as a release does."""
+that order and build on each other as a release does. And Podman, for the tests that drive it
+(test_containerize.py through its API socket, deploy/test_swarm.py with `podman kube play`)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,3 +36,21 @@ def world(
         yield world
     finally:
         world.registry.stop()
+
+
+@pytest.fixture(scope="session")
+def podman() -> str:
+    """The podman binary; on root Debian installed with apt-get when absent (with catatonit and
+    runc: crun fails on these hosts' cgroup layout), elsewhere the test is skipped."""
+    if shutil.which("podman") is None:
+        if os.geteuid() != 0 or not Path("/etc/debian_version").is_file():
+            pytest.skip("podman is not installed (on root Debian the test installs it)")
+        packages = ["podman", "catatonit", "runc"]
+        command = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
+        environ = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if subprocess.run(command, env=environ, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "-qq", "update"], capture_output=True, check=True)
+            subprocess.run(command, env=environ, capture_output=True, check=True)
+    binary = shutil.which("podman")
+    assert binary, "apt-get installed podman, yet it is not on PATH"
+    return binary

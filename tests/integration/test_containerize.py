@@ -7,6 +7,8 @@ a name of their own (`image.name`), removed at the end; the build cache is the e
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -310,3 +312,83 @@ def test_contract_test_fails_an_image_whose_model_file_was_swapped(
     assert report["verdict"] == "fail"
     assert report["error"].startswith("readiness: the model was refused: sha256 of")
     assert "sha256" in (work / "build/contract-container.log").read_text()
+
+
+# Podman as the engine: CONTAINER_ENGINE=podman makes the stage and `pipeline contract-test` use
+# the Podman socket (the engine starts its API service when none answers). Podman keeps its own
+# images, so the base the Docker build used is moved across (`docker save | podman load`); the
+# project, model and wheels are the Docker test's, so no second `dvc repro`.
+
+
+@pytest.mark.podman
+def test_with_container_engine_podman_the_stage_builds_and_smoke_checks_and_the_contract_passes(
+    project: tuple[Path, float],
+    tmp_path: Path,
+    podman: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.image.engine import podman_socket
+
+    work = clone(project, tmp_path)
+    on_docker = image_json(work)
+    base = on_docker["base"]["ref"]
+
+    def podman_run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [podman, *args], capture_output=True, text=True, timeout=300, check=check
+        )
+
+    before = set(podman_run("images", "--all", "--quiet", "--no-trunc").stdout.split())
+    pid_file = podman_socket().parent.parent / "pipeline-podman" / "service.pid"
+    pid_file.unlink(missing_ok=True)  # set again only if the engine starts the service
+    monkeypatch.setenv("CONTAINER_ENGINE", "podman")
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    try:
+        if podman_run("image", "exists", base, check=False).returncode != 0:
+            saved = subprocess.run(["docker", "save", base], capture_output=True, check=True)
+            loaded = subprocess.run(
+                [podman, "load"], input=saved.stdout, capture_output=True, check=True
+            )
+            assert b"Loaded image" in loaded.stdout
+        started = time.monotonic()
+        done = stage(work)
+        built, seconds = image_json(work), time.monotonic() - started
+        said = " ".join((done.stdout + done.stderr).split())
+        assert "container engine: Podman" in said
+        build = built["build"]
+        print(
+            f"containerize on Podman: {seconds:.1f} s (build {build['seconds']:.1f} s, "
+            f"{len(build['cached'])} of {build['steps']} steps cached); on Docker the whole "
+            f"repro took {project[1]:.1f} s"
+        )
+        # the same content hash (model, code, lock, Dockerfile, base id): the same name
+        assert built["image"] == on_docker["image"] and build is not None and build["steps"] > 0
+        assert built["base"] == on_docker["base"]
+        assert built["labels"]["ml.model.sha256"] == on_docker["labels"]["ml.model.sha256"]
+        assert built["smoke"]["runtime"] == "onnx"
+        assert built["smoke"]["label"] == on_docker["smoke"]["label"]  # the golden row's class
+        lean = {"onnxruntime": True, "scipy": False, "sklearn": False}
+        assert built["smoke"]["libraries"] == lean
+        inspected = json.loads(podman_run("image", "inspect", built["id"]).stdout)[0]
+        assert inspected["Config"]["User"].split(":")[0] == "10001"
+        assert "/v2/health/ready" in json.dumps(inspected)  # the healthcheck; the API shows none
+
+        started = time.monotonic()
+        done = run(work, str(Path(sys.executable).parent / "pipeline"), "contract-test")
+        print(f"contract-test on Podman: {time.monotonic() - started:.1f} s")
+        report = json.loads((work / "build/contract-report.json").read_text())
+        assert report["verdict"] == "pass" and report["failed"] == [] and report["error"] is None
+        assert report["tools"]["container engine"].startswith("Podman 4")
+        assert report["image"]["id"] == built["id"] and report["fuzz_cases"] >= 500
+        assert report["hostile"]["passed"] and report["hostile"]["cases"]
+        assert all(c.get("failed", 0) == 0 for c in report["checks"].values())
+        assert "ready on onnx runtime" in (work / "build/contract-container.log").read_text()
+    finally:
+        monkeypatch.delenv("CONTAINER_ENGINE")
+        after = podman_run("images", "--all", "--quiet", "--no-trunc").stdout.split()
+        made = [image for image in after if image not in before]
+        if made:  # this test's images only: the loaded base, the build's layers, the model's
+            podman_run("rmi", "--force", *made, check=False)
+        if pid_file.is_file():  # the engine started the service for this test: stop it
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            pid_file.unlink()

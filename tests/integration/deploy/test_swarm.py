@@ -250,22 +250,7 @@ def test_the_workflow_step_rolls_git_back_with_the_reason(world: World) -> None:
 # containers.conf), pulling the promoted digest from the same registry.
 
 
-@pytest.fixture(scope="module")
-def podman() -> str:
-    if shutil.which("podman") is None:
-        if os.geteuid() != 0 or not Path("/etc/debian_version").is_file():
-            pytest.skip("podman is not installed (on root Debian the test installs it)")
-        packages = ["podman", "catatonit", "runc"]
-        command = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
-        environ = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run(command, env=environ, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "-qq", "update"], capture_output=True, check=True)
-            subprocess.run(command, env=environ, capture_output=True, check=True)
-    binary = shutil.which("podman")
-    assert binary, "apt-get installed podman, yet it is not on PATH"
-    return binary
-
-
+@pytest.mark.podman
 def test_podman_runs_the_single_host_manifest_and_serves_the_golden_rows(
     world: World, podman: str, tmp_path: Path
 ) -> None:
