@@ -23,7 +23,8 @@ built with its declared dtype (never one numpy infers from the request): float64
 (``""`` = missing, the model's own marker; at most :data:`MAX_TEXT_LENGTH` characters). A model
 whose columns are all numeric still gets one float64 matrix; one with categorical columns gets
 :class:`Columns`. Values a categorical column never saw in training are served (the model
-ignores them) and counted per column.
+ignores them) and counted per column. A categorical column trained from booleans (categories
+``"False"``/``"True"``) also takes JSON ``true``/``false``, as a pandas client sends them.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ class InputSchema:
         self.typed = self.mixed or any(f.nullable for f in self.features)
         self._categories = {
             i: frozenset(f.categories or ()) for i, f in enumerate(self.features) if f.categorical
+        }
+        #: categorical columns trained from booleans (categories "False"/"True", as pandas
+        #: writes them): a JSON true/false there is that category (a pandas client sends bools)
+        self._boolean = {
+            i for i, known in self._categories.items() if known and known <= {"False", "True"}
         }
         #: the most memory parsing one JSON body may take (serving.limits; None: derived)
         self.parse_budget_derived = max_parse_bytes is None
@@ -469,6 +475,8 @@ class InputSchema:
     ) -> tuple[npt.NDArray[np.object_], int]:
         feature = self.features[j]
         allowed = (str, _NONE) if feature.nullable else (str,)
+        if j in self._boolean and any(type(v) is bool for v in values):
+            values = [str(v) if type(v) is bool else v for v in values]
         if not set(map(type, values)).issubset(allowed):
             for i, value in enumerate(values):
                 if value is None:

@@ -1,0 +1,1 @@
+"""The model: data loading and checks, training, evaluation, gates, ONNX export, MLflow."""

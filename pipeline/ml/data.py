@@ -169,6 +169,22 @@ def check_table(frame: pd.DataFrame, *, data: DataParams, task: Task) -> None:
                 f"every row, so it cannot inform the model: leave it out with "
                 f"data.drop: [{column}]"
             )
+        present = series.dropna()
+        if (
+            column_kind(series) == "categorical"
+            and len(present) >= 20
+            and present.nunique() == len(present)
+        ):
+            log.warning(
+                "column %r in %s holds a different value in every row (%d of %d): an ID or a "
+                "timestamp as text, which the model can only memorise; leave it out with "
+                "data.drop: [%s]",
+                column,
+                where,
+                len(present),
+                len(series),
+                column,
+            )
     if task == "classification":
         counts = target.value_counts()
         if len(counts) < 2:

@@ -176,11 +176,16 @@ def suggest_suite(
             expectations.append(_expect("be_between", column, min_value=lowest, max_value=highest))
             checks.append(f"number in [{lowest:g}, {highest:g}]")
         elif not numeric and 0 < len(distinct) <= MAX_VALUE_SET:
-            value_set = sorted(str(v) for v in distinct)
+            # a boolean column keeps its type (GX compares True with True, not with "True")
+            value_set = sorted(
+                _plain(v) if pd.api.types.is_bool_dtype(series) else str(v) for v in distinct
+            )
             expectations.append(_expect("be_in_set", column, value_set=value_set))
             checks.append(f"in {_short(value_set)}")
         elif not numeric:
             checks.append(f"{len(distinct)} distinct values: no value set")
+            if len(distinct) == len(values) == len(frame):
+                checks.append("every value distinct: an ID? leave it out with data.drop")
         kind = "target" if column == target else "numeric" if numeric else "categorical"
         inferred.append(Inferred(str(column), kind, nulls, tuple(checks)))
     suite = {

@@ -1,0 +1,1 @@
+"""Release: push, evidence (contract report, SBOM, provenance, signatures), promotion."""

@@ -1,0 +1,1 @@
+"""The wire formats: MLflow scoring and the Open Inference Protocol (V2)."""

@@ -96,6 +96,20 @@ def _bad(tmp_path: Path, frame: pd.DataFrame, **values: Any) -> str:
     return message
 
 
+def test_a_text_column_distinct_in_every_row_is_warned_about_but_trained_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frame = penguins()
+    frame["band"] = [f"B-{i:04d}" for i in range(len(frame))]
+    data_params = params(tmp_path, frame, target="species")
+    table = data.select_columns(data.load_raw(data_params), data_params)
+    with caplog.at_level("WARNING", logger="pipeline"):
+        data.check_table(table, data=data_params, task="classification")
+    warned = [r.getMessage() for r in caplog.records if "band" in r.getMessage()]
+    assert len(warned) == 1 and "data.drop: [band]" in warned[0], warned
+    assert not [r for r in caplog.records if "island" in r.getMessage()]
+
+
 def test_a_missing_target_value_is_named_with_its_rows(tmp_path: Path) -> None:
     frame = penguins()
     frame.loc[[4, 9], "species"] = None

@@ -73,3 +73,16 @@ def test_the_command_prints_the_table_and_refuses_to_overwrite_without_force(
     assert output.read_text() == written + " "
     forced = runner.invoke(app, [*args, "--force"])
     assert forced.exit_code == 0 and output.read_text() == written
+
+
+def test_a_boolean_column_keeps_its_type_and_an_id_column_is_pointed_out(tmp_path: Path) -> None:
+    frame = load_penguins().dropna().reset_index(drop=True)
+    frame["tagged"] = frame.index % 3 == 0  # a bool column, as read from a CSV of True/False
+    frame["band"] = [f"B-{i:04d}" for i in range(len(frame))]  # an ID: every value distinct
+    suite = _passes(frame, "species", tmp_path)  # GX compares True with True, not "True"
+    tagged = [e for e in suite["expectations"] if e["kwargs"].get("column") == "tagged"]  # type: ignore[attr-defined]
+    assert {"type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "tagged", "value_set": [False, True]}} in tagged  # fmt: skip
+    _, inferred = suggest_suite(frame, target="species", name="s")
+    band = next(i for i in inferred if i.column == "band")
+    assert any("an ID?" in check and "data.drop" in check for check in band.checks)

@@ -304,3 +304,31 @@ def test_a_regressor_answers_values_as_mlflow_does_and_fp64_over_v2(
         ]["items"]["type"]
         == "number"
     )
+
+
+def test_a_column_trained_from_booleans_takes_json_booleans_and_others_still_refuse_them() -> None:
+    """pandas writes a bool column as "False"/"True" categories; an MLflow client with a bool
+    column in its DataFrame sends JSON true/false: that is the category, not a wrong kind."""
+    from serving.card import Feature
+    from serving.errors import ServingError
+    from serving.schema import Columns, InputSchema
+
+    schema = InputSchema(
+        [
+            Feature("organic", "string", "categorical", categories=("False", "True")),
+            Feature("color", "string", "categorical", nullable=True, categories=("red", "ruby")),
+        ],
+        max_rows=10,
+    )
+    records = [{"organic": True, "color": "red"}, {"organic": False, "color": None}]
+    as_bools = schema.from_records(records, "dataframe_records", check_booleans=True)
+    as_text = schema.from_records(
+        [{"organic": "True", "color": "red"}, {"organic": "False", "color": None}],
+        "dataframe_records",
+        check_booleans=True,
+    )
+    assert isinstance(as_bools, Columns) and isinstance(as_text, Columns)
+    assert [list(a) for a in as_bools.arrays] == [list(a) for a in as_text.arrays]
+    assert as_bools.unknown == as_text.unknown
+    with pytest.raises(ServingError, match=r"'color' \(row 0\).*expected a string.*boolean"):
+        schema.from_records([{"organic": True, "color": True}], "x", check_booleans=True)
