@@ -24,7 +24,8 @@ built with its declared dtype (never one numpy infers from the request): float64
 whose columns are all numeric still gets one float64 matrix; one with categorical columns gets
 :class:`Columns`. Values a categorical column never saw in training are served (the model
 ignores them) and counted per column. A categorical column trained from booleans (categories
-``"False"``/``"True"``) also takes JSON ``true``/``false``, as a pandas client sends them.
+``"False"``/``"True"``) also takes JSON ``true``/``false``, as a pandas client sends them; a
+nullable categorical column takes ``NaN`` as missing, as pandas writes a missing text value.
 """
 
 from __future__ import annotations
@@ -477,6 +478,9 @@ class InputSchema:
         allowed = (str, _NONE) if feature.nullable else (str,)
         if j in self._boolean and any(type(v) is bool for v in values):
             values = [str(v) if type(v) is bool else v for v in values]
+        if feature.nullable and float in set(map(type, values)):
+            # pandas (and so MLflow's client) writes a missing text value as NaN
+            values = [None if type(v) is float and v != v else v for v in values]
         if not set(map(type, values)).issubset(allowed):
             for i, value in enumerate(values):
                 if value is None:

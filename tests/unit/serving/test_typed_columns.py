@@ -332,3 +332,29 @@ def test_a_column_trained_from_booleans_takes_json_booleans_and_others_still_ref
     assert as_bools.unknown == as_text.unknown
     with pytest.raises(ServingError, match=r"'color' \(row 0\).*expected a string.*boolean"):
         schema.from_records([{"organic": True, "color": True}], "x", check_booleans=True)
+
+
+def test_nan_in_a_nullable_text_column_is_missing_as_pandas_means_it() -> None:
+    """MLflow's client sends a DataFrame's missing text value as NaN; a column that takes nulls
+    takes it as one, a column that does not still says so."""
+    from serving.card import Feature
+    from serving.errors import ServingError
+    from serving.schema import Columns, InputSchema
+
+    schema = InputSchema(
+        [
+            Feature("color", "string", "categorical", nullable=True, categories=("red", "ruby")),
+            Feature("grape", "string", "categorical", categories=("nebbiolo", "barbera")),
+        ],
+        max_rows=10,
+    )
+    nan = float("nan")
+    rows = [[nan, "nebbiolo"], ["red", "barbera"]]  # dataframe_split's data, as MLflow sends it
+    got = schema.from_rows(rows, "dataframe_split.data", check_booleans=True)
+    assert isinstance(got, Columns) and list(got.arrays[0]) == ["", "red"]
+    by_column = schema.from_columns(
+        {"color": [nan, "red"], "grape": ["nebbiolo", "barbera"]}, "inputs", check_booleans=True
+    )
+    assert isinstance(by_column, Columns) and list(by_column.arrays[0]) == ["", "red"]
+    with pytest.raises(ServingError, match=r"'grape'"):
+        schema.from_rows([["red", nan]], "x", check_booleans=True)
