@@ -92,7 +92,7 @@ class Autoscale(_Section):
     max_replicas: int = Field(ge=1, le=50)
     target_rps_per_replica: float = Field(gt=0, le=1_000_000)
     window_s: float = Field(default=10, ge=1, le=3600, description="the rate is averaged over")
-    scale_down_stabilisation_s: float = Field(default=60, ge=0, le=86400)
+    scale_down_stabilisation_s: float = Field(default=60, ge=0, le=1800)  # an HPA's limit
     interval_s: float = Field(default=5, ge=0.5, le=3600, description="between two decisions")
 
     @model_validator(mode="after")
