@@ -60,6 +60,7 @@ class Autoscaler:
     files: Files
     emit: Emit
     clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
     samples: list[Sample] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"up": 0, "down": 0, "hold": 0})
     errors: int = 0
@@ -116,7 +117,7 @@ class Autoscaler:
         window, decide once (and raise what fails)."""
         if once:
             self.sample()
-            time.sleep(self.policy.window_s)
+            self.sleep(self.policy.window_s)
             self.tick()
             return
         while not stop():
@@ -127,7 +128,7 @@ class Autoscaler:
                 self.errors += 1
                 log.warning("autoscale %s: %s", self.env, exc)
                 self.emit({"at": _iso(started), "env": self.env, "error": str(exc)})
-            time.sleep(max(0.0, self.policy.interval_s - (self.clock() - started)))
+            self.sleep(max(0.0, self.policy.interval_s - (self.clock() - started)))
 
     def _record(self, decision: Decision) -> None:
         policy = self.policy

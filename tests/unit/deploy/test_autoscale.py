@@ -272,3 +272,35 @@ def test_an_environment_without_the_section_is_refused_with_a_pointer(
             files=Files.default("staging", tmp_path),
             emit=lambda _: None,
         )
+
+
+def test_once_waits_a_window_and_keeps_the_stabilisation_state_for_the_next_run(
+    tmp_path: Path,
+) -> None:
+    path = with_autoscale(
+        tmp_path, min_replicas=1, max_replicas=3, target_rps_per_replica=50,
+        window_s=10, scale_down_stabilisation_s=30,
+    )  # fmt: skip
+    shape = load_topology(path).get("staging")
+    swarm = FakeSwarm(replicas=2, per_tick=0)  # idle: one replica would do
+    now = [1000.0]
+    files = Files.default("staging", tmp_path)
+    records: list[dict[str, Any]] = []
+
+    def once() -> None:
+        Autoscaler(
+            swarm=swarm,  # type: ignore[arg-type]
+            env="staging",
+            shape=shape,
+            files=files,
+            emit=records.append,
+            clock=lambda: now[0],
+            sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+        ).run(once=True)
+
+    once()  # the window starts: hold
+    now[0] += 25
+    once()  # 35 s after the first low reading, in a new process: one step down
+    assert [(r["action"], r["desired"]) for r in records] == [("hold", 2), ("down", 1)]
+    assert "stabilising" in records[0]["reason"]
+    assert swarm.scaled == [(f"{shape.stack}_model", 1)]
