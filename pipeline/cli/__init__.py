@@ -4,7 +4,8 @@ Each command parses its options and calls one function of the package. A `Pipeli
 becomes one line on stderr and its exit code (see :mod:`pipeline.errors`); anything else is a
 bug and keeps its traceback. The DVC stages do not go through here (see pipeline/stages).
 This module holds the pipeline and release commands; :mod:`pipeline.cli.deploy` the deploy ones
-(`reconcile`, `status`, `render`) and :mod:`pipeline.cli.ab` the A/B experiment ones (`ab ...`).
+(`reconcile`, `status`, `render`, `autoscale`) and :mod:`pipeline.cli.ab` the A/B experiment
+ones (`ab ...`).
 """
 
 from __future__ import annotations
@@ -347,6 +348,7 @@ def summary(
 
 app.command()(deploy.reconcile)
 app.command()(deploy.status)
+app.command()(deploy.autoscale)
 app.add_typer(deploy.render_app, name="render")
 app.add_typer(ab.app, name="ab")
 

@@ -1,4 +1,4 @@
-"""`pipeline reconcile | status | render`: deploy (pipeline/deploy; docs/deploy.md). The
+"""`pipeline reconcile | status | render | autoscale`: deploy (pipeline/deploy; docs/deploy.md). The
 commands are registered on the top-level app by :mod:`pipeline.cli`."""
 
 from __future__ import annotations
@@ -30,21 +30,23 @@ def _desired(env: str, topology: Path, params_file: Path | None, *, build_entry:
     settings = _run(config.load_settings)
     name = _run(lambda: _environment(env))
     shape = _run(lambda: load_topology(topology).get(name, path=topology))
+    swarm = _run(Swarm)
     if params_file is None:
-        swarm = _run(Swarm)
 
         def known() -> Any:
             entry = deploy_status.rendered_entry_image(
                 settings.deploy_dir, name, swarm, shape.stack
             )
-            return deploy.desired_state(settings, shape, env=name, image=None, entry_image=entry)
+            return deploy.desired_state(
+                settings, shape, env=name, image=None, entry_image=entry, swarm=swarm
+            )
 
         return settings, shape, known
     params = _run(lambda: config.load_params(params_file))
 
     def rendered() -> Any:
         return deploy.desired_state(
-            settings, shape, env=name, image=params.image, build_entry=build_entry
+            settings, shape, env=name, image=params.image, build_entry=build_entry, swarm=swarm
         )
 
     return settings, shape, rendered
@@ -194,6 +196,53 @@ def status(
     print_table(title, ("what", "value"), rows, console=out, show_header=False)
     if not found.in_sync:
         raise typer.Exit(1)
+
+
+def autoscale(
+    env: DeployEnv,
+    once: Annotated[bool, typer.Option(help="one decision (after one window), then exit")] = False,
+    topology: Topology = Path("deploy/topology.yaml"),
+    log_file: Annotated[
+        Path | None,
+        typer.Option("--log", help="JSON lines; default build/deploy/<env>.autoscale.jsonl"),
+    ] = None,
+    metrics: Annotated[
+        Path | None,
+        typer.Option(help="Prometheus text file; default build/deploy/<env>.autoscale.prom"),
+    ] = None,
+) -> None:
+    """Scale the model service on the request rate at the entry (topology `autoscale:`).
+
+    Up at once, down one replica per quiet stabilisation window; never below min_replicas (no
+    scale to zero). Each decision is a JSON line on stdout and in --log."""
+    import json
+
+    from pipeline.deploy.autoscaler import Autoscaler, Files
+    from pipeline.deploy.swarm import Swarm
+    from pipeline.deploy.topology import load_topology
+
+    setup_logging()
+    name = _run(lambda: _environment(env))
+    shape = _run(lambda: load_topology(topology).get(name, path=topology))
+    swarm = _run(Swarm)
+    _run(swarm.ensure_manager)
+    files = Files.default(name)
+    if metrics is not None:
+        files = Files(metrics=metrics, state=files.state)
+    path = log_file or Path("build/deploy") / f"{name}.autoscale.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def emit(record: dict[str, Any]) -> None:
+        line = json.dumps(record, sort_keys=True)
+        with path.open("a") as handle:
+            handle.write(line + "\n")
+        typer.echo(line)
+
+    scaler = _run(lambda: Autoscaler(swarm=swarm, env=name, shape=shape, files=files, emit=emit))
+    try:
+        _run(lambda: scaler.run(once=once))
+    except KeyboardInterrupt:
+        return
 
 
 render_app = typer.Typer(no_args_is_help=True, help="Render deployment manifests.")

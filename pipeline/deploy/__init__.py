@@ -11,5 +11,7 @@ Owners (one module per outside system):
   docker CLI (see its docstring for why the CLI and not the SDK);
 - :mod:`pipeline.deploy.reconcile` diffs, applies, verifies and reports; :mod:`.status` compares
   without changing anything; :mod:`.watch` repeats reconcile and backs off from failures;
+- :mod:`pipeline.deploy.autoscale` is the scaling policy (pure); :mod:`.autoscaler` its loop
+  (`pipeline autoscale`);
 - :mod:`pipeline.deploy.k8s` renders Kustomize bases/overlays and Argo CD Applications.
 """

@@ -58,8 +58,11 @@ ENTRYPOINT ["/usr/sbin/haproxy", "-W", "-db", "-f", "{CONFIG_PATH}"]
 
 
 def server_slots(shape: EnvTopology) -> int:
-    """Server slots for the model tasks: a start-first update briefly runs old and new."""
-    return max(4, 2 * shape.replicas + 2)
+    """Server slots for the model tasks: a start-first update briefly runs old and new. An
+    autoscaled service is sized for its maximum, so that the config (and the entry) does not
+    change when the replicas do."""
+    most = shape.autoscale.max_replicas if shape.autoscale else shape.replicas
+    return max(4, 2 * most + 2)
 
 
 def render_config(shape: EnvTopology, *, model_service: str) -> str:

@@ -6,18 +6,32 @@ A ramp replaces the split's map in one transaction: ``prepare map`` opens a new 
 ``add map @<version>`` fills it with all 100 lines, ``commit map @<version>`` swaps it in
 atomically (requests see the old map or the new one, never a mix), and ``show map`` reads it
 back. No reload, no restart: connections and other state survive.
+
+The autoscaler reads request counters the same way (``show stat``, one CSV line per proxy and
+server): :func:`backend_counters`.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
+from dataclasses import dataclass
 
 from pipeline.ab.assignment import BUCKETS, bucket_map
 from pipeline.deploy.split import MAP_PATH
 from pipeline.deploy.swarm import Swarm
 from pipeline.errors import SwarmError
 
-__all__ = ["CLIENT", "apply_share", "expected", "live_maps", "parse_map"]
+__all__ = [
+    "CLIENT",
+    "Counters",
+    "apply_share",
+    "backend_counters",
+    "expected",
+    "live_maps",
+    "parse_map",
+    "parse_stat",
+]
 
 log = logging.getLogger("pipeline.deploy")
 SOCKET = "/tmp/haproxy.sock"
@@ -52,7 +66,7 @@ if mode == "set":
     answer = ask("commit map @%s %s" % (version, path))
     if answer.strip():
         sys.exit("commit map: " + answer.strip())
-sys.stdout.write(ask("show map " + path))
+sys.stdout.write(ask(path if mode == "ask" else "show map " + path))
 """
 
 
@@ -105,3 +119,51 @@ def apply_share(swarm: Swarm, entry_service: str, share: int) -> bool:
                 f"{sum(v.startswith('b') for v in parse_map(text).values())} buckets on B)"
             )
     return True
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Cumulative request counters of one backend in one HAProxy process (they restart at 0
+    when the entry restarts)."""
+
+    total: int  # the backend's requests (``req_tot``; ``stot`` where req_tot is empty)
+    servers: dict[str, int]  # per server slot (task1, task2, ..., spare1, ...), same counter
+
+
+def parse_stat(text: str, backend: str) -> Counters | None:
+    """``show stat`` CSV (a ``# pxname,svname,...`` header) as :class:`Counters` of
+    ``backend``; None when the answer has no such backend."""
+    lines = text.lstrip("# ").splitlines()
+    total: int | None = None
+    servers: dict[str, int] = {}
+
+    def count(row: dict[str, str]) -> int:
+        value = (row.get("req_tot") or "").strip() or (row.get("stot") or "").strip()
+        return int(value) if value.isdigit() else 0
+
+    for row in csv.DictReader(lines):
+        if row.get("pxname") != backend:
+            continue
+        name = row.get("svname") or ""
+        if name == "BACKEND":
+            total = count(row)
+        elif name != "FRONTEND":
+            servers[name] = count(row)
+    return None if total is None else Counters(total=total, servers=servers)
+
+
+def backend_counters(swarm: Swarm, entry_service: str, backend: str = "model") -> Counters:
+    """The request counters of ``backend`` in the entry's HAProxy (its running task on this
+    node; with several, their sum)."""
+    outputs = swarm.run_in_tasks(entry_service, ["python3", "-c", CLIENT, "ask", "show stat"])
+    found = [c for c in (parse_stat(text, backend) for text in outputs) if c is not None]
+    if not found:
+        raise SwarmError(
+            f"no running task of {entry_service} on this node reports a backend {backend!r} "
+            "(is the stack deployed, and is this node the one running the entry?)"
+        )
+    servers: dict[str, int] = {}
+    for counters in found:
+        for name, value in counters.servers.items():
+            servers[name] = servers.get(name, 0) + value
+    return Counters(total=sum(c.total for c in found), servers=servers)

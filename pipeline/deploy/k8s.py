@@ -7,8 +7,10 @@ machines): it writes files that an existing Argo CD or Flux installation syncs.
   update with no unavailable pod, non-root), a Service and a PodDisruptionBudget. The image is
   the placeholder ``model``, replaced by each overlay.
 - ``overlays/<env>/``: the namespace, the image **by digest** from ``deploy/<env>.yaml``
-  (Kustomize ``images:``), and a patch with the topology's replicas, resources and probe timings.
-- ``argocd/<env>.yaml``: an ``Application`` syncing that overlay (automated, prune, self-heal).
+  (Kustomize ``images:``), and a patch with the topology's replicas, resources and probe timings;
+  for an environment with ``autoscale:``, KEDA's ``ScaledObject`` (:func:`scaled_object`).
+- ``argocd/<env>.yaml``: an ``Application`` syncing that overlay (automated, prune, self-heal;
+  with ``ignoreDifferences`` on the Deployment's ``/spec/replicas`` when it is autoscaled).
 
 Output is deterministic (sorted keys where order carries no meaning, fixed order otherwise) and
 golden-file tested; :func:`built` is what ``kustomize build overlays/<env>`` yields, used to
@@ -30,11 +32,13 @@ from pipeline.deploy.topology import EnvTopology, Topology
 from pipeline.errors import ConfigError, MissingInputError
 from pipeline.release.state import State, read_state
 
-__all__ = ["built", "files", "podman_manifest", "write", "write_podman"]
+__all__ = ["built", "files", "podman_manifest", "scaled_object", "write", "write_podman"]
 
 APP = "model-server"
 PORT = 8080
 HEADER = "# Rendered by `pipeline render k8s` from deploy/topology.yaml{more}. Do not edit.\n"
+# Where KEDA asks for the request rate: kube-prometheus' service; patch the overlay for another.
+PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 LABELS = {"app.kubernetes.io/name": APP, "app.kubernetes.io/part-of": "gitops-ml-pipeline"}
 
 
@@ -155,12 +159,71 @@ def _patch(shape: EnvTopology) -> dict[str, Any]:
     }
 
 
+def scaled_object(shape: EnvTopology) -> dict[str, Any] | None:
+    """KEDA's ``ScaledObject`` for an autoscaled environment (None otherwise): the Swarm
+    autoscaler's rule (:mod:`pipeline.deploy.autoscale`) on the same quantity, the request rate
+    the model receives, read from Prometheus (the servers' ``serving_requests_total``, probes
+    and scrapes left out). ``AverageValue`` makes the HPA that KEDA creates compute
+    ``ceil(rate / threshold)`` within the bounds; its behaviour is ours: up at once, down one
+    pod per stabilisation window."""
+    scale = shape.autoscale
+    if scale is None:
+        return None
+    window = max(1, round(scale.window_s))
+    quiet = round(scale.scale_down_stabilisation_s)
+    query = (
+        f'sum(rate(serving_requests_total{{namespace="{shape.stack}",'
+        f'route!~"/v2/health/.*|/metrics"}}[{window}s]))'
+    )
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "model"},
+        "spec": {
+            "scaleTargetRef": {"name": "model"},
+            "pollingInterval": max(1, round(scale.interval_s)),
+            "minReplicaCount": scale.min_replicas,
+            "maxReplicaCount": scale.max_replicas,
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        "scaleUp": {
+                            "stabilizationWindowSeconds": 0,
+                            "policies": [
+                                {"type": "Pods", "value": scale.max_replicas, "periodSeconds": 15}
+                            ],
+                        },
+                        "scaleDown": {
+                            "stabilizationWindowSeconds": quiet,
+                            "policies": [
+                                {"type": "Pods", "value": 1, "periodSeconds": max(1, quiet)}
+                            ],
+                        },
+                    }
+                }
+            },
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": PROMETHEUS,
+                        "query": query,
+                        "threshold": f"{scale.target_rps_per_replica:g}",
+                    },
+                }
+            ],
+        },
+    }
+
+
 def _overlay(state: State, shape: EnvTopology) -> dict[str, Any]:
+    resources = ["../../base"] + (["scaledobject.yaml"] if shape.autoscale else [])
     return {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": shape.stack,
-        "resources": ["../../base"],
+        "resources": resources,
         "labels": [
             {"pairs": {"app.kubernetes.io/instance": shape.stack}, "includeSelectors": True}
         ],
@@ -178,7 +241,7 @@ def _overlay(state: State, shape: EnvTopology) -> dict[str, Any]:
 
 
 def _application(env: str, shape: EnvTopology, *, repo_url: str) -> dict[str, Any]:
-    return {
+    application: dict[str, Any] = {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Application",
         "metadata": {"name": shape.stack, "namespace": "argocd"},
@@ -196,6 +259,18 @@ def _application(env: str, shape: EnvTopology, *, repo_url: str) -> dict[str, An
             },
         },
     }
+    if shape.autoscale is not None:  # KEDA's HPA owns the replicas: Argo CD leaves them alone
+        spec = application["spec"]
+        spec["ignoreDifferences"] = [
+            {
+                "group": "apps",
+                "kind": "Deployment",
+                "name": "model",
+                "jsonPointers": ["/spec/replicas"],
+            }
+        ]
+        spec["syncPolicy"]["syncOptions"].append("RespectIgnoreDifferences=true")
+    return application
 
 
 def files(
@@ -233,6 +308,9 @@ def files(
             out.update({f"overlays/{env}/{name}": text for name, text in extra.items()})
         out[f"overlays/{env}/kustomization.yaml"] = _dump(overlay, more=more)
         out[f"overlays/{env}/deployment-patch.yaml"] = _dump(_patch(shape))
+        scaler = scaled_object(shape)
+        if scaler is not None:
+            out[f"overlays/{env}/scaledobject.yaml"] = _dump(scaler)
         out[f"argocd/{env}.yaml"] = _dump(_application(env, shape, repo_url=repo_url))
     return out
 

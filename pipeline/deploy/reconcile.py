@@ -125,9 +125,19 @@ def desired_state(
     image: ImageParams | None,
     build_entry: bool = True,
     entry_image: str | None = None,
+    swarm: Swarm | None = None,
 ) -> Desired:
     """Render ``env`` from git: deploy/<env>.yaml, the topology, the entry image (``entry_image``
-    if given, else found in the registry or built: see :func:`haproxy.ensure_entry_image`)."""
+    if given, else found in the registry or built: see :func:`haproxy.ensure_entry_image`).
+
+    An autoscaled model service (``autoscale:`` in the topology) is rendered with its live
+    replica count from ``swarm``, clamped to the bounds: a `docker stack deploy` of the file
+    would otherwise reset what the autoscaler chose (the pattern of Argo CD's
+    ``ignoreDifferences`` on ``/spec/replicas``)."""
+    if shape.autoscale is not None and swarm is not None:
+        live = swarm.services(shape.stack).get("model")
+        if live is not None:
+            shape = shape.with_replicas(live.replicas)
     state = read_state(settings.deploy_dir, env)
     if state is None:
         raise MissingInputError(

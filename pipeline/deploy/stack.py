@@ -58,14 +58,23 @@ class Shape:
     health: tuple[int, int, int, int]  # interval, timeout, start period (ns), retries
     update: tuple[str, str, int, int]  # order, failure action, monitor (ns), parallelism
     endpoint_mode: str
+    # The replicas are the autoscaler's (deploy/topology.yaml `autoscale:`): they are rendered
+    # from the live count (clamped to the bounds) and left out of the spec hash, so a count the
+    # autoscaler chose is neither "git moved" nor drift. Not a Swarm field: never compared.
+    autoscaled: bool = False
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        shown: dict[str, Any] = asdict(self)
+        if shown.pop("autoscaled"):
+            shown["replicas"] = "autoscaled"
+        return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()[:16]
 
     def differences(self, live: Shape) -> list[str]:
         """Names of the fields where ``live`` is not this shape (labels: only ours)."""
         changed = []
         for f in fields(self):
+            if f.name == "autoscaled":
+                continue
             if getattr(self, f.name) != getattr(live, f.name):
                 changed.append(f.name)
         return changed
@@ -163,6 +172,8 @@ def render(state: State, shape: EnvTopology, *, entry_image: str, cfg_file: str 
         "ml.model.version": state.model.version,
         "ml.image.digest": state.image.digest,
     }
+    if shape.autoscale is not None:  # for a reader of the stack file: who owns `replicas`
+        labels["ml.autoscale"] = f"{shape.autoscale.min_replicas}-{shape.autoscale.max_replicas}"
     health, update = shape.health, shape.update
     model_env = {"SERVING_WORKERS": str(shape.serving_workers)}
     update_config = {
@@ -197,6 +208,7 @@ def render(state: State, shape: EnvTopology, *, entry_image: str, cfg_file: str 
             ),
             update=("start-first", "rollback", _ns(update.monitor_s), update.parallelism),
             endpoint_mode="dnsrr",
+            autoscaled=shape.autoscale is not None,
         ),
         "entry": Shape(
             image=entry_image,

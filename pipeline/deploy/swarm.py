@@ -176,6 +176,11 @@ class Swarm:
         log.debug("docker stack deploy: %s", output)
         return Deployed(done.returncode, output, time.monotonic() - started)
 
+    def scale(self, service: str, replicas: int) -> None:
+        """Set the replicas of ``service`` (``docker service scale``, detached: the caller
+        reads the outcome from the tasks, not from the command)."""
+        self._run("service", "scale", "--detach", f"{service}={replicas}")
+
     def unused_configs(self, stack: str, *, keep: set[str]) -> list[str]:
         """Config objects of the stack not named in ``keep`` (old entry configs)."""
         names = self._run(

@@ -16,7 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipeline.errors import ConfigError
 
-__all__ = ["Entry", "EnvTopology", "Health", "Resources", "Topology", "Update", "load_topology"]
+__all__ = [
+    "Autoscale",
+    "Entry",
+    "EnvTopology",
+    "Health",
+    "Resources",
+    "Topology",
+    "Update",
+    "load_topology",
+]
 
 DEFAULT_PATH = Path("deploy/topology.yaml")
 NAME = r"^[a-z0-9][a-z0-9-]{0,40}$"
@@ -73,6 +82,26 @@ class Entry(_Section):
     )
 
 
+class Autoscale(_Section):
+    """Replicas of the model service follow the request rate at the entry (``pipeline
+    autoscale``): ``clamp(ceil(rate / target_rps_per_replica), min_replicas, max_replicas)``,
+    up at once, down one replica per quiet ``scale_down_stabilisation_s``. Never to zero: a
+    request arriving at zero replicas would have nothing to wake it up (the entry answers 503)."""
+
+    min_replicas: int = Field(ge=1, le=50, description="never fewer (no scale to zero)")
+    max_replicas: int = Field(ge=1, le=50)
+    target_rps_per_replica: float = Field(gt=0, le=1_000_000)
+    window_s: float = Field(default=10, ge=1, le=3600, description="the rate is averaged over")
+    scale_down_stabilisation_s: float = Field(default=60, ge=0, le=1800)  # an HPA's limit
+    interval_s: float = Field(default=5, ge=0.5, le=3600, description="between two decisions")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscale:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscale.min_replicas must not exceed autoscale.max_replicas")
+        return self
+
+
 class EnvTopology(_Section):
     stack: str = Field(pattern=NAME, description="the Swarm stack name (services are stack_*)")
     replicas: int = Field(ge=1, le=50)
@@ -82,12 +111,35 @@ class EnvTopology(_Section):
     entry: Entry
     serving_workers: int = Field(default=1, ge=1, le=16, description="SERVING_WORKERS per task")
     stop_grace_period_s: float = Field(default=15, ge=0, le=600)
+    autoscale: Autoscale | None = Field(
+        default=None, description="replicas follow the request rate (`pipeline autoscale`)"
+    )
 
     @model_validator(mode="after")
     def _ports_differ(self) -> EnvTopology:
         if self.entry.stats_port is not None and self.entry.stats_port == self.entry.port:
             raise ValueError("entry.stats_port must differ from entry.port")
+        scale = self.autoscale
+        if scale is not None and not scale.min_replicas <= self.replicas <= scale.max_replicas:
+            raise ValueError(
+                f"replicas ({self.replicas}) must lie within autoscale.min_replicas "
+                f"({scale.min_replicas}) and autoscale.max_replicas ({scale.max_replicas})"
+            )
         return self
+
+    def replica_bounds(self) -> tuple[int, int] | None:
+        """(min, max) when the replicas of the model are the autoscaler's, else None."""
+        if self.autoscale is None:
+            return None
+        return self.autoscale.min_replicas, self.autoscale.max_replicas
+
+    def with_replicas(self, replicas: int) -> EnvTopology:
+        """This shape with ``replicas`` clamped into the autoscale bounds (the live count of an
+        autoscaled service, which reconcile renders instead of the file's)."""
+        bounds = self.replica_bounds()
+        if bounds is None:
+            return self
+        return self.model_copy(update={"replicas": max(bounds[0], min(bounds[1], replicas))})
 
 
 class Topology(_Section):

@@ -4,6 +4,7 @@
   each overlay builds to: ``kubernetes-validate --strict`` (PyPI), against its newest schema;
 - the Argo CD ``Application``: the published CRD schema from the npm package
   ``@kubernetes-models/argo-cd``, under Node (installed into a temp folder by the test);
+- KEDA's ``ScaledObject`` of an autoscaled environment: ``@kubernetes-models/keda`` the same way;
 - when a ``kubectl`` with kustomize v5 is on PATH, ``kubectl kustomize overlays/<env>`` must
   build exactly the objects :func:`pipeline.deploy.k8s.built` says (not every machine has it).
 
@@ -136,3 +137,51 @@ def test_kustomize_builds_each_overlay_into_the_objects_render_promises(rendered
         theirs = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(done.stdout)}
         ours = yaml.safe_load_all((rendered / f"built-{env}.yaml").read_text())
         assert {(o["kind"], o["metadata"]["name"]): o for o in ours} == theirs, env
+
+
+@pytest.fixture(scope="module")
+def keda_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if not npm or not node:
+        pytest.skip("Node and npm are not installed: the KEDA schema check needs them")
+    folder = tmp_path_factory.mktemp("keda")
+    done = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(folder),
+         "@kubernetes-models/keda@2", "js-yaml@4"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return folder / "node_modules"
+
+
+def keda_validate(models: Path, *files: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["node", str(ROOT / "scripts/validate-keda.cjs"), *map(str, files)],
+        env={"NODE_PATH_MODELS": str(models), "PATH": "/usr/bin:/bin:/usr/local/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_an_autoscaled_environment_s_scaled_object_passes_the_keda_crd_schema(
+    keda_models: Path, tmp_path: Path
+) -> None:
+    data = yaml.safe_load((ROOT / "deploy/topology.yaml").read_text())
+    data["environments"]["production"]["autoscale"] = {
+        "min_replicas": 1, "max_replicas": 4, "target_rps_per_replica": 500,
+    }  # fmt: skip
+    (tmp_path / "topology.yaml").write_text(yaml.safe_dump(data))
+    files = k8s.files(
+        {"production": state()}, load_topology(tmp_path / "topology.yaml"), repo_url="https://x"
+    )
+    path = tmp_path / "scaledobject.yaml"
+    path.write_text(files["overlays/production/scaledobject.yaml"])
+    done = keda_validate(keda_models, path)
+    assert done.returncode == 0 and " valid" in done.stdout, done.stdout + done.stderr
+    broken = yaml.safe_load(path.read_text())
+    broken["spec"]["minReplicaCount"] = "one"
+    del broken["spec"]["scaleTargetRef"]
+    path.write_text(yaml.safe_dump(broken))
+    done = keda_validate(keda_models, path)
+    assert done.returncode == 1 and "INVALID" in done.stdout, done.stdout

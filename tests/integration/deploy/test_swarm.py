@@ -386,3 +386,114 @@ def test_the_deploy_workflow_rolls_git_back_when_swarm_rolled_the_update_back(
     log = run(origin, "git", "log", "-1", "--format=%s", BRANCH).stdout.strip()
     assert log == "deploy(staging): roll back after a failed rollout", log
     run(world.work, "git", "pull", "-q", "--ff-only", "origin", BRANCH)
+
+
+# Autoscaling (`pipeline autoscale`, last: it changes the topology under the tests above). The
+# staging topology gains an `autoscale:` section with short windows; a bounded load step through
+# the entry port must take the model from 1 to 3 replicas, HAProxy must spread the requests over
+# them (its per-server counters), reconcile must leave the count alone, and after the load the
+# count must walk back to 1, one step per stabilisation window.
+
+AUTOSCALE = {
+    "min_replicas": 1,
+    "max_replicas": 3,
+    "target_rps_per_replica": 25,  # the load step below sends up to 160/s: 3 replicas' worth
+    "window_s": 3,
+    "scale_down_stabilisation_s": 8,
+    "interval_s": 1,
+}
+SCALE_UP_WITHIN = 30.0  # s from the load step to 3 running tasks (measured: see FIGURES)
+SCALE_DOWN_WITHIN = 45.0  # s from the end of the load to 1 replica (two windows of 8 s + reads)
+
+
+def model_replicas(world: World) -> int:
+    spec = docker(
+        "service", "inspect", "--format", "{{.Spec.Mode.Replicated.Replicas}}",
+        world.service("model"),
+    )  # fmt: skip
+    return int(spec.stdout.strip())
+
+
+def server_requests(world: World) -> dict[str, int]:
+    """HAProxy's per-server request counters of the model backend (its stats page, CSV)."""
+    from pipeline.deploy.haproxy_runtime import parse_stat
+
+    connection = http.client.HTTPConnection("127.0.0.1", world.stats_port, timeout=5)
+    try:
+        connection.request("GET", "/stats;csv")
+        counters = parse_stat(connection.getresponse().read().decode(), "model")
+    finally:
+        connection.close()
+    assert counters is not None, "the entry's stats page has no model backend"
+    return counters.servers
+
+
+def wait_for(what: str, check: Any, *, within: float, poll: float = 0.5) -> float:
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < within, f"{what}: not within {within:g} s"
+        time.sleep(poll)
+    return time.monotonic() - started
+
+
+def test_autoscale_follows_a_load_step_up_and_back_down_and_reconcile_keeps_its_count(
+    world: World,
+) -> None:
+    path = world.work / "deploy/topology.yaml"
+    topology = yaml.safe_load(path.read_text())
+    topology["environments"]["staging"].update(replicas=1, autoscale=AUTOSCALE)
+    path.write_text(yaml.safe_dump(topology, sort_keys=False))
+    docker("service", "scale", "--detach", f"{world.service('model')}=1")
+    world.pipeline("reconcile", "--env", "staging")  # the entry gets slots for 3; 1 replica
+    wait_for("one model task", lambda: len(world.running_tasks()) == 1, within=60)
+    log = world.work / "build/deploy/staging.autoscale.jsonl"
+    log.unlink(missing_ok=True)
+    scaler = world.popen("autoscale", "--env", "staging")
+    try:
+        wait_for(
+            "a first rate", lambda: log.is_file() and '"rate": 0' in log.read_text(), within=30
+        )
+        golden = world.golden()
+        with Load(world.port, golden, concurrency=4, rate=40, max_seconds=150) as load:
+            up = wait_for("3 running tasks", lambda: len(world.running_tasks()) == 3,
+                          within=SCALE_UP_WITHIN)  # fmt: skip
+            # HAProxy finds the new tasks through Swarm DNS and checks them: then all 3 serve
+            time.sleep(5)
+            before = server_requests(world)
+            time.sleep(6)
+            after = server_requests(world)
+            # reconcile, with the autoscaler's count live, changes nothing
+            again = world.pipeline("reconcile", "--env", "staging")
+            assert "in sync" in again.output, again.output
+            assert model_replicas(world) == 3
+        assert load.report.failed == 0, load.report.line()
+        down = wait_for("back to 1 replica", lambda: model_replicas(world) == 1,
+                        within=SCALE_DOWN_WITHIN)  # fmt: skip
+    finally:
+        scaler.terminate()
+        output = scaler.communicate(timeout=30)[0]
+    decisions = [json.loads(line) for line in log.read_text().splitlines()]
+    moves = [(d["current"], d["desired"]) for d in decisions if d.get("action") in ("up", "down")]
+    # up as the windowed rate climbs (one or more steps, never down on the way), then 3 -> 2 -> 1
+    ups = moves[: moves.index((3, 2))] if (3, 2) in moves else moves
+    assert ups and all(a < b for a, b in ups) and ups[-1][1] == 3, output
+    assert moves[len(ups) :] == [(3, 2), (2, 1)], output
+    steps = [d for d in decisions if d.get("action") == "down"]
+    gap = time.mktime(time.strptime(steps[-1]["at"][:19], "%Y-%m-%dT%H:%M:%S")) - time.mktime(
+        time.strptime(steps[-2]["at"][:19], "%Y-%m-%dT%H:%M:%S")
+    )
+    assert gap >= AUTOSCALE["scale_down_stabilisation_s"] - 1, steps  # one step per window
+    served = {name: after[name] - before.get(name, 0) for name in after}
+    busy = {name: n for name, n in served.items() if n > 0}
+    total = sum(served.values())
+    shares = ", ".join(f"{name} {n / total:.0%}" for name, n in sorted(busy.items()))
+    FIGURES.append(
+        f"autoscale 1 -> 3 in {up:.1f} s after a load step ({load.report.line()}); "
+        f"per-server share over 6 s at 3 replicas: {shares}; back to 1 in {down:.1f} s "
+        f"after the load; steps down {gap:.1f} s apart"
+    )
+    assert len(busy) >= 3 and all(n >= total * 0.1 for n in busy.values()), served
+    assert (world.work / "build/deploy/staging.autoscale.prom").is_file()
+    final = world.pipeline("reconcile", "--env", "staging")
+    assert "in sync" in final.output, final.output
+    assert len(world.running_tasks()) == 1
