@@ -78,23 +78,24 @@ def test_kubernetes_validate_catches_a_broken_deployment(rendered: Path, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def argo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def crd_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The published CRD schemas (Argo CD, KEDA) as npm packages, installed once."""
     npm, node = shutil.which("npm"), shutil.which("node")
     if not npm or not node:
-        pytest.skip("Node and npm are not installed: the Argo CD schema check needs them")
+        pytest.skip("Node and npm are not installed: the CRD schema checks need them")
     folder = tmp_path_factory.mktemp("node")
     done = subprocess.run(
         [npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(folder),
-         "@kubernetes-models/argo-cd@4", "js-yaml@4"],
+         "@kubernetes-models/argo-cd@4", "@kubernetes-models/keda@2", "js-yaml@4"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return folder / "node_modules"
 
 
-def argo_validate(models: Path, *files: Path) -> subprocess.CompletedProcess[str]:
+def crd_validate(script: str, models: Path, *files: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["node", str(ROOT / "scripts/validate-argocd.cjs"), *map(str, files)],
+        ["node", str(ROOT / "scripts" / script), *map(str, files)],
         env={"NODE_PATH_MODELS": str(models), "PATH": "/usr/bin:/bin:/usr/local/bin"},
         capture_output=True,
         text=True,
@@ -103,11 +104,11 @@ def argo_validate(models: Path, *files: Path) -> subprocess.CompletedProcess[str
 
 
 def test_argo_cd_applications_pass_the_published_crd_schema(
-    rendered: Path, argo_models: Path, tmp_path: Path
+    rendered: Path, crd_models: Path, tmp_path: Path
 ) -> None:
     apps = sorted((rendered / "k8s/argocd").glob("*.yaml"))
     assert [a.name for a in apps] == ["production.yaml", "staging.yaml"]
-    done = argo_validate(argo_models, *apps)
+    done = crd_validate("validate-argocd.cjs", crd_models, *apps)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count(" valid") == 2
     broken = yaml.safe_load(apps[0].read_text())
@@ -115,7 +116,7 @@ def test_argo_cd_applications_pass_the_published_crd_schema(
     del broken["spec"]["destination"]
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(broken))
-    done = argo_validate(argo_models, path)
+    done = crd_validate("validate-argocd.cjs", crd_models, path)
     assert done.returncode == 1 and "INVALID" in done.stdout, done.stdout
 
 
@@ -139,33 +140,8 @@ def test_kustomize_builds_each_overlay_into_the_objects_render_promises(rendered
         assert {(o["kind"], o["metadata"]["name"]): o for o in ours} == theirs, env
 
 
-@pytest.fixture(scope="module")
-def keda_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    npm, node = shutil.which("npm"), shutil.which("node")
-    if not npm or not node:
-        pytest.skip("Node and npm are not installed: the KEDA schema check needs them")
-    folder = tmp_path_factory.mktemp("keda")
-    done = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(folder),
-         "@kubernetes-models/keda@2", "js-yaml@4"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return folder / "node_modules"
-
-
-def keda_validate(models: Path, *files: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["node", str(ROOT / "scripts/validate-keda.cjs"), *map(str, files)],
-        env={"NODE_PATH_MODELS": str(models), "PATH": "/usr/bin:/bin:/usr/local/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_an_autoscaled_environment_s_scaled_object_passes_the_keda_crd_schema(
-    keda_models: Path, tmp_path: Path
+    crd_models: Path, tmp_path: Path
 ) -> None:
     data = yaml.safe_load((ROOT / "deploy/topology.yaml").read_text())
     data["environments"]["production"]["autoscale"] = {
@@ -177,11 +153,11 @@ def test_an_autoscaled_environment_s_scaled_object_passes_the_keda_crd_schema(
     )
     path = tmp_path / "scaledobject.yaml"
     path.write_text(files["overlays/production/scaledobject.yaml"])
-    done = keda_validate(keda_models, path)
+    done = crd_validate("validate-keda.cjs", crd_models, path)
     assert done.returncode == 0 and " valid" in done.stdout, done.stdout + done.stderr
     broken = yaml.safe_load(path.read_text())
     broken["spec"]["minReplicaCount"] = "one"
     del broken["spec"]["scaleTargetRef"]
     path.write_text(yaml.safe_dump(broken))
-    done = keda_validate(keda_models, path)
+    done = crd_validate("validate-keda.cjs", crd_models, path)
     assert done.returncode == 1 and "INVALID" in done.stdout, done.stdout
