@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from pipeline import artifacts, config
 from pipeline.config import LOWER_IS_BETTER, Params, Settings
-from pipeline.errors import ArtifactError, ConfigError, PipelineError, ServiceError
+from pipeline.errors import ConfigError, PipelineError, ServiceError
 from pipeline.ml import tracking
 
 log = logging.getLogger("pipeline")
@@ -50,6 +50,8 @@ MAX_JOBS = 32
 #: how often the queue is read (`dvc exp show` costs about 1.5 s of CPU on a busy 2-core machine)
 POLL_S = 5.0
 MAX_MISSES = 12
+#: polls with trials queued and none running before the workers are started again
+STALLED_POLLS = 4
 #: how much of a failed trial's log is shown
 LOG_TAIL_LINES = 40
 #: failures worth one more try: an empty log, or SQLite refusing a concurrent writer
@@ -92,9 +94,11 @@ class Trial:
 
     @property
     def outcome(self) -> str:
-        """pass | gates failed | failed"""
-        if self.gates is not None and self.metrics:
-            return "pass" if self.gates.passed and self.state == "success" else "gates failed"
+        """pass | gates failed | failed (anything else: the log says)"""
+        if self.gates is not None and not self.gates.passed:
+            return "gates failed"
+        if self.gates is not None and self.metrics and self.state == "success":
+            return "pass"
         return "failed"
 
 
@@ -371,19 +375,9 @@ def _run_queue(
     root: Path, env: dict[str, str], trials: dict[str, Trial], *, jobs: int, timeout_s: float
 ) -> None:
     """Start the workers and wait until every trial succeeded or failed."""
-    subprocess.run(
-        [_dvc_bin(), "queue", "start", "-j", str(jobs)],
-        cwd=root,
-        env=env,
-        # the workers inherit the environment (the store, the parent run); not our pipes, or
-        # this call would wait for them
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-        timeout=120,
-    )
+    _start_workers(root, env, jobs)
     deadline = time.monotonic() + timeout_s
-    done, misses = 0, 0
+    done, misses, stalled = 0, 0, 0
     while True:
         try:
             states = _exp_states(root)
@@ -405,6 +399,16 @@ def _run_queue(
             log.info("sweep: %d/%d trial(s) finished", done, len(trials))
         if done == len(trials):
             break
+        waiting = [t for t in trials.values() if t.state == "queued"]
+        stalled = (
+            stalled + 1 if waiting and all(t.state != "running" for t in trials.values()) else 0
+        )
+        if stalled >= STALLED_POLLS:
+            # the workers can exit with trials still queued (iterative/dvc#10562); `queue
+            # start` spawns only the workers that are missing
+            log.warning("%d trial(s) queued and none running: starting workers again", len(waiting))
+            _start_workers(root, env, min(jobs, len(waiting)))
+            stalled = 0
         if time.monotonic() > deadline:
             raise SweepFailed(
                 f"trials still unfinished after {timeout_s:.0f} s: "
@@ -414,6 +418,20 @@ def _run_queue(
     for trial in trials.values():
         if trial.state == "failed":
             trial.log = _logs(root, trial.name)
+
+
+def _start_workers(root: Path, env: dict[str, str], jobs: int) -> None:
+    subprocess.run(
+        [_dvc_bin(), "queue", "start", "-j", str(jobs)],
+        cwd=root,
+        env=env,
+        # the workers inherit the environment (the store, the parent run); not our pipes, or
+        # this call would wait for them
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=120,
+    )
 
 
 def _logs(root: Path, name: str) -> str:
@@ -444,7 +462,7 @@ def _collect(settings: Settings, parent: str, trials: dict[str, Trial]) -> list[
                 if run.gates is not None:
                     trial.gates = artifacts.read_gates(run.gates)
                     trial.version = trial.gates.model.version
-            except (ArtifactError, PipelineError) as exc:
+            except PipelineError as exc:  # a record that is not one (ArtifactError)
                 trial.log = f"{trial.log}\n{exc}".strip()
     return list(trials.values())
 

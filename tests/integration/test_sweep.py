@@ -11,33 +11,43 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.template import GIT, copy_template, dvc, env, run
+from tools.template import GIT, clone, copy_template, dvc, env, run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 GRID = ("train.logistic_regression.C=0.01,1", "train.logistic_regression.max_iter=5,1000")
 
 
-def test_a_two_by_two_grid_at_two_jobs_ranks_four_trials_under_one_parent_run_and_builds_no_image(
-    template_root: Path, tmp_path: Path
-) -> None:
-    work = copy_template(template_root, tmp_path / "project")
-    # as in a real project: the data stage ran and dvc.lock is committed, so trials reuse it
+@pytest.fixture(scope="module")
+def prepared(template_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As in a real project: the data stage ran and dvc.lock is committed, so trials reuse it."""
+    work = copy_template(template_root, tmp_path_factory.mktemp("sweep") / "project")
     dvc(work, "repro", "prepare")
     run(work, *GIT, "add", "dvc.lock")
     run(work, *GIT, "commit", "-qm", "prepared")
+    return work
+
+
+def sweep(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "sweep", "--jobs", "2", "--metric", "log_loss"]
-        + [arg for axis in GRID for arg in ("-S", axis)]
-        + ["--apply", "best", "--json"],
+        [sys.executable, "-m", "pipeline.cli", "sweep", *args],
         cwd=work,
         env=env(),
         capture_output=True,
         text=True,
         timeout=600,
     )
-    print(f"sweep of 4 trials at --jobs 2: {time.monotonic() - started:.0f} s")
+    print(f"pipeline sweep {' '.join(args)}: {time.monotonic() - started:.0f} s")
+    return done
+
+
+def test_a_two_by_two_grid_at_two_jobs_ranks_four_trials_under_one_parent_run_and_builds_no_image(
+    prepared: Path, tmp_path: Path
+) -> None:
+    work = clone(prepared, tmp_path / "project")
+    axes = [arg for axis in GRID for arg in ("-S", axis)]
+    done = sweep(work, "--jobs", "2", "--metric", "log_loss", *axes, "--apply", "best", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
     trials = result["trials"]
@@ -67,8 +77,11 @@ def test_a_two_by_two_grid_at_two_jobs_ranks_four_trials_under_one_parent_run_an
 
     # trials register versions but leave @candidate to the workspace's own `dvc repro`
     name = yaml.safe_load((work / "params.yaml").read_text())["train"]["registered_model_name"]
-    versions = client.search_model_versions(f"name = '{name}'")
-    assert len(versions) == 4 and all(v.aliases == [] for v in versions)
+    versions = client.search_model_versions(f"name = '{name}'")  # carries no aliases
+    assert sorted(v.version for v in versions) == ["1", "2", "3", "4"]
+    for version in versions:
+        assert client.get_model_version(name, version.version).aliases == []
+        assert version.tags["sweep.parent_run_id"] == result["parent_run_id"]
 
     # they stopped at validate: no containerize stage ran, no image record anywhere
     for trial in trials:
@@ -82,3 +95,16 @@ def test_a_two_by_two_grid_at_two_jobs_ranks_four_trials_under_one_parent_run_an
     best = trials[0]["params"]
     assert str(train["C"]) == best["train.logistic_regression.C"]
     assert str(train["max_iter"]) == best["train.logistic_regression.max_iter"]
+
+
+def test_a_trial_that_fails_shows_its_log_is_not_retried_and_the_sweep_exits_1(
+    prepared: Path, tmp_path: Path
+) -> None:
+    work = clone(prepared, tmp_path / "project")
+    done = sweep(work, "--jobs", "1", "-S", "train.model=custom",
+                 "-S", "train.custom.factory=estimators.nowhere:build")  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "failed; its log (`dvc queue logs" in done.stderr
+    assert "estimators.nowhere" in done.stderr  # the trial's own error, from its log
+    assert "1 trial(s) failed" in done.stderr and "Traceback" not in done.stderr
+    assert "(failed)" in done.stdout  # still in the table, ranked last

@@ -90,6 +90,9 @@ def test_ranking_puts_passing_trials_best_first_then_gate_failures_then_failures
     assert [t.name for t in sweep._rank(trials, "log_loss")] == ["a", "b", "gated", "crash"]
     assert [t.name for t in sweep._rank(trials, "roc_auc")] == ["a", "b", "gated", "crash"]
     assert [t.outcome for t in sweep._rank(trials, "log_loss")][2:] == ["gates failed", "failed"]
+    passed_but_failed_after = _trial("late", 0.1)
+    passed_but_failed_after.state = "failed"  # e.g. DVC could not commit the experiment
+    assert passed_but_failed_after.outcome == "failed"
 
 
 def test_a_trial_that_failed_with_an_empty_or_locked_log_is_retried_once() -> None:
