@@ -78,9 +78,9 @@ def test_a_two_by_two_grid_at_two_jobs_ranks_four_trials_under_one_parent_run_an
     # trials register versions but leave @candidate to the workspace's own `dvc repro`
     name = yaml.safe_load((work / "params.yaml").read_text())["train"]["registered_model_name"]
     versions = client.search_model_versions(f"name = '{name}'")  # carries no aliases
-    assert sorted(v.version for v in versions) == ["1", "2", "3", "4"]
+    assert sorted(str(v.version) for v in versions) == ["1", "2", "3", "4"]
     for version in versions:
-        assert client.get_model_version(name, version.version).aliases == []
+        assert client.get_model_version(name, str(version.version)).aliases == []
         assert version.tags["sweep.parent_run_id"] == result["parent_run_id"]
 
     # they stopped at validate: no containerize stage ran, no image record anywhere
