@@ -3,9 +3,9 @@
 The only module that drives DVC's experiment queue (the `dvc` command, as a subprocess). What it
 promises (docs/sweep.md):
 
-- each trial is ``dvc exp run --queue validate -S key=value ...``: it stops at `validate`, so no
-  trial builds an image; the queue runs them in temporary copies (``.dvc/tmp/exps``) with
-  ``dvc queue start -j N``;
+- each trial is ``dvc exp run --queue --force validate -S key=value ...``: it runs prepare, train
+  and validate afresh and stops there, so no trial builds an image; the queue runs them in
+  temporary copies (``.dvc/tmp/exps``) with ``dvc queue start -j N``;
 - every trial logs to the workspace's MLflow store (a relative SQLite URI is made absolute and
   passed through the environment, or it would land in the temporary copy) as a child of one
   parent run this module creates; a trial registers its version but leaves ``@candidate`` alone;
@@ -331,7 +331,10 @@ def _queue(
         calls.extend([f for o in trial for f in ("-S", o)] for trial in trials)
     queued: dict[str, Trial] = {}
     for flags in calls:
-        output = _dvc(root, env, "exp", "run", "--queue", TARGET, *flags)
+        # --force: every trial trains and validates afresh. Without it DVC's run cache restores
+        # a train stage an earlier sweep ran with the same params (no new run under this
+        # parent), and a trial equal to the workspace's dvc.lock skips train altogether.
+        output = _dvc(root, env, "exp", "run", "--queue", "--force", TARGET, *flags)
         overrides = [
             tuple(ast.literal_eval(m).get("params.yaml", [])) for m in _OVERRIDES.findall(output)
         ]
@@ -454,6 +457,7 @@ def _collect(settings: Settings, parent: str, trials: dict[str, Trial]) -> list[
         for trial in trials.values():
             run = by_name.get(trial.name)
             if run is None:
+                trial.log = f"{trial.log}\n(no MLflow run under parent {parent} names it)".strip()
                 continue
             trial.run_id = run.run_id
             try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.template import GIT, clone, copy_template, dvc, env, run
+from tools.template import clone, copy_template, dvc, env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -20,12 +20,8 @@ GRID = ("train.logistic_regression.C=0.01,1", "train.logistic_regression.max_ite
 
 @pytest.fixture(scope="module")
 def prepared(template_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """As in a real project: the data stage ran and dvc.lock is committed, so trials reuse it."""
-    work = copy_template(template_root, tmp_path_factory.mktemp("sweep") / "project")
-    dvc(work, "repro", "prepare")
-    run(work, *GIT, "add", "dvc.lock")
-    run(work, *GIT, "commit", "-qm", "prepared")
-    return work
+    """The template, committed and DVC-initialised (each test sweeps a clone of it)."""
+    return copy_template(template_root, tmp_path_factory.mktemp("sweep") / "project")
 
 
 def sweep(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
