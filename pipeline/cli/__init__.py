@@ -101,7 +101,7 @@ def sweep(
 
     import yaml
 
-    from pipeline import sweep as search
+    from pipeline.ml import sweep as search
 
     setup_logging()
     if apply not in ("", "best"):
@@ -178,7 +178,7 @@ def _refuse_apply(value: str) -> None:
 
 
 def _sweep_failed(message: str) -> None:
-    from pipeline.sweep import SweepFailed
+    from pipeline.ml.sweep import SweepFailed
 
     raise SweepFailed(message + ": their logs are above")
 

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline import artifacts, sweep
+from pipeline import artifacts
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
+from pipeline.ml import sweep
 
 ROOT = Path(__file__).resolve().parents[3]
 
