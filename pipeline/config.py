@@ -262,6 +262,19 @@ class Settings(BaseSettings):
         default=Path("release/signers"),
         description="RELEASE_SIGNERS_DIR; the trusted public keys (*.pub), committed",
     )
+    # `pipeline sweep` (docs/sweep.md): set by the sweep for its queued trials, and by DVC.
+    sweep_parent_run_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="PIPELINE_SWEEP_PARENT_RUN_ID; a sweep trial: nest the run under this one, "
+        "leave @candidate alone",
+        validation_alias=AliasChoices("PIPELINE_SWEEP_PARENT_RUN_ID"),
+    )
+    dvc_exp_name: str | None = Field(
+        default=None,
+        description="DVC_EXP_NAME; set by DVC in a queued experiment, tagged on its MLflow run",
+        validation_alias=AliasChoices("DVC_EXP_NAME"),
+    )
     promoted_by: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PROMOTED_BY", "GITHUB_ACTOR"),

@@ -11,7 +11,7 @@ ones (`ab ...`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,7 +21,7 @@ from pipeline.cli.common import ParamsFile
 from pipeline.cli.common import environment as _environment
 from pipeline.cli.common import report_release as _report
 from pipeline.cli.common import run as _run
-from pipeline.console import gate_table, out, setup_logging
+from pipeline.console import err, gate_table, out, setup_logging
 from pipeline.errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -68,6 +68,126 @@ def containerize(params_file: ParamsFile = Path("params.yaml")) -> None:
     setup_logging()
     params = _run(lambda: config.load_params(params_file))
     _run(lambda: step(params))
+
+
+@app.command()
+def sweep(
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--set", "-S", help="key=value1,value2 (params.yaml key; repeat: the grid's axes)"
+        ),
+    ],
+    jobs: Annotated[
+        int | None, typer.Option(help="trials at once (default: the cores, at most 4)")
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="rank by this holdout metric (default: the first of validate.gates)"),
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option("--random", help="N distinct combinations instead of all")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="the --random draw's seed")] = 0,
+    apply: Annotated[
+        str, typer.Option(help="'best': dvc exp apply the winner (then run `dvc repro`)")
+    ] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="print the ranking as JSON")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the trials")] = 3600,
+    params_file: ParamsFile = Path("params.yaml"),
+) -> None:
+    """Grid or random search as queued DVC experiments up to `validate` (no image), one MLflow
+    child run per trial under a parent run; a ranked table with the gates (docs/sweep.md)."""
+    import json
+
+    import yaml
+
+    from pipeline.ml import sweep as search
+
+    setup_logging()
+    if apply not in ("", "best"):
+        _run(lambda: _refuse_apply(apply))
+    params = _run(lambda: config.load_params(params_file))
+    settings = _run(config.load_settings)
+    raw = yaml.safe_load(params_file.read_text())
+    result = _run(
+        lambda: search.sweep(
+            params=params,
+            settings=settings,
+            raw_params=raw,
+            specs=grid,
+            jobs=search.default_jobs() if jobs is None else jobs,
+            metric=metric,
+            sample=sample,
+            seed=seed,
+            apply_best=apply == "best",
+            timeout_s=timeout,
+        )
+    )
+    if as_json:
+        typer.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        _sweep_table(result)
+    failed = [t for t in result.trials if t.outcome == "failed"]
+    for trial in failed:
+        err.print(f"--- trial {trial.name} failed; its log (`dvc queue logs {trial.name}`):")
+        err.print(trial.log or "(empty log)", markup=False, highlight=False)
+    if result.applied:
+        (err if as_json else out).print(
+            f"applied {result.applied} to the workspace (params.yaml, dvc.lock, models/); next: "
+            "`dvc repro` (re-validates it here, sets @candidate, builds its image)",
+            soft_wrap=True,
+        )
+    if failed:
+        _run(lambda: _sweep_failed(f"{len(failed)} trial(s) failed: {[t.name for t in failed]}"))
+    if result.best is None:
+        _run(lambda: _no_winner(len(result.trials)))
+
+
+def _sweep_table(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"sweep: {len(result.trials)} trial(s) in {result.seconds:.0f} s, ranked by "
+        f"holdout {result.metric} (MLflow parent run {result.parent_run_id})"
+    )
+    for column in ("rank", "experiment", "params", result.metric, "gates", "version"):
+        table.add_column(column)
+    for i, t in enumerate(result.trials, 1):
+        value = t.metrics.get(result.metric)
+        if t.gates is None:
+            gates = "-"
+        else:
+            failing = [f"{r.metric} {r.gate}" for r in t.gates.rows if not r.passed]
+            gates = "[red]FAIL[/red] " + ", ".join(failing) if failing else "[green]pass[/green]"
+        table.add_row(
+            str(i),
+            t.name + ("" if t.outcome != "failed" else " [red](failed)[/red]"),
+            " ".join(
+                o.partition("=")[0].rsplit(".", 1)[-1] + "=" + o.partition("=")[2]
+                for o in t.overrides
+            ),
+            "-" if value is None else f"{value:.4f}",
+            gates,
+            t.version or "-",
+        )
+    out.print(table)
+
+
+def _refuse_apply(value: str) -> None:
+    raise ConfigError(f"--apply {value!r}: the only choice is 'best'")
+
+
+def _sweep_failed(message: str) -> None:
+    from pipeline.ml.sweep import SweepFailed
+
+    raise SweepFailed(message + ": their logs are above")
+
+
+def _no_winner(count: int) -> None:
+    from pipeline.errors import GateFailed
+
+    raise GateFailed(f"none of the {count} trial(s) passed every quality gate", rows=[])
 
 
 @app.command()

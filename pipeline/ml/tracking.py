@@ -82,12 +82,19 @@ def log_training(
     target: str,
     input_example: pd.DataFrame,
     pip_requirements: list[str],
+    parent_run_id: str | None = None,
 ) -> RegisteredModel:
-    """One run: params, metrics, dataset, provenance tags, the model, and a new registry version."""
+    """One run: params, metrics, dataset, provenance tags, the model, and a new registry version.
+
+    ``parent_run_id`` (a sweep trial): the run is a child of that one (tag
+    ``mlflow.parentRunId``), and the version carries the tag ``sweep.parent_run_id``."""
     mlflow = _mlflow()
     from mlflow.models import infer_signature
 
-    with mlflow.start_run() as run, warnings.catch_warnings():
+    with (
+        mlflow.start_run(parent_run_id=parent_run_id, nested=parent_run_id is not None) as run,
+        warnings.catch_warnings(),
+    ):
         # MLflow hints that integer label columns cannot hold NaN: true, and not our case.
         warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
         mlflow.log_params(params)
@@ -113,6 +120,10 @@ def log_training(
     version = info.registered_model_version
     if version is None:
         raise TrackingError(f"MLflow did not register a version of {registered_name!r}")
+    if parent_run_id is not None:
+        mlflow.MlflowClient().set_model_version_tag(
+            registered_name, str(version), "sweep.parent_run_id", parent_run_id
+        )
     return RegisteredModel(run_id=run.info.run_id, name=registered_name, version=str(version))
 
 
@@ -223,3 +234,86 @@ def delete_alias(settings: Settings, *, name: str, alias: str) -> None:
 def _first(exc: BaseException) -> str:
     """An MLflow error's first line, credentials redacted: fit for one-line messages."""
     return redact_text((str(exc).splitlines() or [type(exc).__name__])[0][:160])
+
+
+# -- `pipeline sweep`: one parent run, a child run per trial ------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """A sweep trial's child run as the store holds it: what `pipeline sweep` ranks."""
+
+    run_id: str
+    exp_name: str | None
+    status: str
+    metrics: Path | None  # validation/holdout.json, downloaded
+    gates: Path | None  # validation/gates.json, downloaded
+
+
+def start_parent(settings: Settings, *, experiment: str, name: str, tags: dict[str, str]) -> str:
+    """Create the sweep's parent run and leave it RUNNING (MLflow nests a child run only
+    under an active parent); :func:`end_parent` finishes it."""
+    connect(settings, experiment=experiment)
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        found = client.get_experiment_by_name(experiment)
+        run = client.create_run(found.experiment_id, run_name=name, tags=tags)
+    except Exception as exc:  # MlflowException, and requests/SQLAlchemy errors from the store
+        raise TrackingError(
+            f"could not create the sweep's parent run in "
+            f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"
+        ) from None
+    return str(run.info.run_id)
+
+
+def end_parent(
+    settings: Settings, *, run_id: str, ok: bool, params: dict[str, str], tags: dict[str, str]
+) -> None:
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = mlflow.MlflowClient()
+    for key, value in params.items():
+        client.log_param(run_id, key, value[:6000])
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def trial_runs(settings: Settings, *, parent_run_id: str, download_to: Path) -> list[TrialRun]:
+    """The child runs of ``parent_run_id``, each with its validation files downloaded."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=5000,
+    )
+    found = []
+    for child in children:
+        run_id = str(child.info.run_id)
+        files: dict[str, Path | None] = {}
+        for name in ("holdout.json", "gates.json"):
+            target = download_to / run_id
+            target.mkdir(parents=True, exist_ok=True)
+            try:
+                with _quiet():
+                    local = mlflow.artifacts.download_artifacts(
+                        run_id=run_id, artifact_path=f"validation/{name}", dst_path=str(target)
+                    )
+                files[name] = Path(local)
+            except Exception:  # MlflowException / OSError: the trial never got that far
+                files[name] = None
+        found.append(
+            TrialRun(
+                run_id=run_id,
+                exp_name=child.data.tags.get("dvc.exp_name"),
+                status=str(child.info.status),
+                metrics=files["holdout.json"],
+                gates=files["gates.json"],
+            )
+        )
+    return found

@@ -60,7 +60,10 @@ def train(params: Params, settings: Settings) -> dict[str, Any]:
         tags={
             "mlflow.source.git.commit": facts["git_commit"],
             "dvc.data_hash": facts["data_hash"],
+            # a queued DVC experiment (a sweep trial): which one, to join the two records
+            **({"dvc.exp_name": settings.dvc_exp_name} if settings.dvc_exp_name else {}),
         },
+        parent_run_id=settings.sweep_parent_run_id,
         train_frame=split.train,
         target=params.data.target,
         input_example=training.model_input(features.head(3)),

@@ -56,9 +56,6 @@ def validate(params: Params, settings: Settings) -> Verdict:
         candidate=scores,
         champion=champion_scores,
     )
-    tracking.log_evaluation(
-        run_id=candidate.run_id, metrics=scores, files=[artifacts.HOLDOUT_METRICS, *plots]
-    )
     report = artifacts.GateReport(
         passed=gates.passed(rows),
         model=artifacts.ModelRef(name=candidate.name, version=candidate.version),
@@ -68,6 +65,11 @@ def validate(params: Params, settings: Settings) -> Verdict:
         rows=[artifacts.GateRowRecord(**asdict(row)) for row in rows],
     )
     artifacts.write_gates(report)
+    tracking.log_evaluation(
+        run_id=candidate.run_id,
+        metrics=scores,
+        files=[artifacts.HOLDOUT_METRICS, artifacts.GATES, *plots],
+    )
     if not report.passed:
         raise GateFailed(
             f"{candidate.name} version {candidate.version} failed "
@@ -83,6 +85,15 @@ def validate(params: Params, settings: Settings) -> Verdict:
             task=task,
         )
     )
+    if settings.sweep_parent_run_id is not None:
+        # A sweep trial: the sweep ranks the trials; `dvc exp apply` + `dvc repro` re-runs this
+        # stage in the workspace for the winner, and that run sets @candidate (docs/sweep.md).
+        log.info(
+            "%s version %s passed every gate (sweep trial: @candidate left alone)",
+            candidate.name,
+            candidate.version,
+        )
+        return Verdict(scores, rows, champion_version)
     tracking.move_alias(settings, name=candidate.name, version=candidate.version, alias="candidate")
     log.info(
         "%s version %s passed every gate: alias @candidate set", candidate.name, candidate.version
