@@ -47,7 +47,7 @@ log = logging.getLogger("pipeline")
 TARGET = "validate"
 MAX_TRIALS = 200
 MAX_JOBS = 32
-#: how often the queue is read (`dvc exp show` costs about 1.5 s of CPU on a busy 2-core machine)
+#: how often the queue is read (a read costs about 1 s of CPU on a busy 2-core machine)
 POLL_S = 5.0
 MAX_MISSES = 12
 #: polls with trials queued and none running before the workers are started again
@@ -231,7 +231,7 @@ def sweep(
     for trial in trials:
         check_trial_params(raw_params, trial)
     root = root.resolve()
-    busy = _unfinished(_exp_states(root))
+    busy = _unfinished(_queue_states(root))
     if busy:
         raise ConfigError(
             f"the DVC queue already holds unfinished experiments {sorted(busy)}: wait for them "
@@ -350,28 +350,51 @@ def _queue(
     return queued
 
 
-def _exp_states(root: Path) -> dict[str, tuple[str, str | None]]:
-    """name -> (executor state, log file) of every experiment `dvc exp show` lists."""
-    output = _dvc(root, dict(os.environ), "exp", "show", "--json")
-    start = output.find("[")
+#: what one poll runs: DVC's own `dvc queue status` query (the task queue's records, no
+#: executor directories, no experiments lock), printed as JSON lines instead of a table
+_STATUS = (
+    "import json, sys\n"
+    "from dvc.repo import Repo\n"
+    "with Repo(sys.argv[1]) as repo:\n"
+    "    for e in repo.experiments.celery_queue.status():\n"
+    "        print(json.dumps({'name': e.get('name'), 'status': e.get('status')}))\n"
+)
+#: a poll that takes longer than this is killed and counts as a miss
+STATUS_TIMEOUT_S = 60
+
+
+def _queue_states(root: Path) -> dict[str, str]:
+    """name -> state (queued, running, failed, success) of every task in the DVC queue.
+
+    Not `dvc exp show`: it reads the executors' temporary repositories and takes the experiments
+    lock, so it races the workers setting one up and has been seen to block for minutes under
+    load (iterative/dvc#8762); `dvc queue status` reads only the queue's records.
+    """
     try:
-        revs = json.loads(output[start:]) if start >= 0 else []
-    except json.JSONDecodeError:
-        raise SweepFailed(f"`dvc exp show --json` printed no JSON: {output[:300]}") from None
-    states: dict[str, tuple[str, str | None]] = {}
-    for rev in revs:
-        for exp in rev.get("experiments") or []:
-            executor = exp.get("executor") or {}
-            local = executor.get("local") or {}
-            for entry in exp.get("revs") or []:
-                name = entry.get("name")
-                if name:
-                    states[name] = (str(executor.get("state") or "success"), local.get("log"))
+        done = subprocess.run(
+            [sys.executable, "-c", _STATUS, str(root)],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=STATUS_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise SweepFailed(f"reading the DVC queue took over {STATUS_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        raise SweepFailed(f"reading the DVC queue failed: {done.stderr.strip()[-600:]}")
+    states: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a warning DVC printed
+        if isinstance(entry, dict) and entry.get("name"):
+            states[str(entry["name"])] = str(entry.get("status") or "unknown").lower()
     return states
 
 
-def _unfinished(states: dict[str, tuple[str, str | None]]) -> set[str]:
-    return {n for n, (s, _) in states.items() if s in ("queued", "running")}
+def _unfinished(states: dict[str, str]) -> set[str]:
+    return {n for n, s in states.items() if s in ("queued", "running")}
 
 
 def _run_queue(
@@ -380,26 +403,38 @@ def _run_queue(
     """Start the workers and wait until every trial succeeded or failed."""
     _start_workers(root, env, jobs)
     deadline = time.monotonic() + timeout_s
-    done, misses, stalled = 0, 0, 0
+    done, misses, stalled, seen = 0, 0, 0, ""
     while True:
+        if time.monotonic() > deadline:
+            raise SweepFailed(
+                f"trials still unfinished after {timeout_s:.0f} s: "
+                f"{[t.name for t in trials.values() if t.state not in ('success', 'failed')]}; "
+                "see `dvc queue status`"
+            )
         try:
-            states = _exp_states(root)
+            states = _queue_states(root)
             misses = 0
         except SweepFailed as exc:
-            # `exp show` races the executors it lists (".dvc/tmp/exps/tmpXXXX/.dvc does not
-            # exist" while a worker sets one up): read again, give up only if it persists
+            # a slow or failed read (a busy machine, a worker holding the queue's files):
+            # read again, give up only if it persists
             misses += 1
             if misses > MAX_MISSES:
                 raise
-            log.debug("reading the queue failed (%s); again", exc)
+            log.warning("reading the queue failed (%s); again", exc)
             time.sleep(POLL_S)
             continue
         for trial in trials.values():
-            trial.state = states.get(trial.name, ("queued", None))[0]
+            trial.state = states.get(trial.name, "queued")
         finished = [t for t in trials.values() if t.state in ("success", "failed")]
-        if len(finished) != done:
-            done = len(finished)
-            log.info("sweep: %d/%d trial(s) finished", done, len(trials))
+        counts = ", ".join(
+            f"{n} {state}"
+            for state in ("queued", "running", "success", "failed")
+            if (n := sum(t.state == state for t in trials.values()))
+        )
+        if counts != seen:  # a line whenever the picture changes, so a stall shows
+            seen = counts
+            log.info("sweep: %s", counts)
+        done = len(finished)
         if done == len(trials):
             break
         waiting = [t for t in trials.values() if t.state == "queued"]
@@ -412,11 +447,6 @@ def _run_queue(
             log.warning("%d trial(s) queued and none running: starting workers again", len(waiting))
             _start_workers(root, env, min(jobs, len(waiting)))
             stalled = 0
-        if time.monotonic() > deadline:
-            raise SweepFailed(
-                f"trials still unfinished after {timeout_s:.0f} s: "
-                f"{[t.name for t in trials.values() if t not in finished]}; see `dvc queue status`"
-            )
         time.sleep(POLL_S)
     for trial in trials.values():
         if trial.state == "failed":

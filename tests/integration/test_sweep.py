@@ -43,7 +43,19 @@ def test_a_two_by_two_grid_at_two_jobs_ranks_four_trials_under_one_parent_run_an
 ) -> None:
     work = clone(prepared, tmp_path / "project")
     axes = [arg for axis in GRID for arg in ("-S", axis)]
-    done = sweep(work, "--jobs", "2", "--metric", "log_loss", *axes, "--apply", "best", "--json")
+    done = sweep(
+        work,
+        "--jobs",
+        "2",
+        "--timeout",
+        "480",
+        "--metric",
+        "log_loss",
+        *axes,
+        "--apply",
+        "best",
+        "--json",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
     trials = result["trials"]
