@@ -2,24 +2,33 @@
 
 Default store: SQLite (`sqlite:///mlflow.db`) with artifacts in `mlartifacts/`, no server.
 `MLFLOW_TRACKING_URI` points everything at a server instead.
+
+The release commands' four registry calls (a version's run and aliases, an alias's version, move
+and delete an alias) read and write a local SQLite store directly when it is at the schema
+revision the pinned MLflow writes (:data:`MLFLOW_SCHEMA`): importing MLflow and opening its
+SQLAlchemy store costs about 3.3 s of a promotion whose own work takes milliseconds. Any other
+store (a server, another database, another schema revision, workspaces on) goes through MLflow.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import sqlite3
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings
 from pipeline.errors import TrackingError, redact_text
 from pipeline.errors import redact as redact  # the stages log the store's URI through it
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,23 @@ def version_state(settings: Settings, *, name: str, version: str) -> VersionStat
     The release flow reads this before it changes anything, so a promotion of an image whose
     model the store does not know stops with the registry and deploy/ untouched.
     """
+    missing = (
+        f"MLflow store {redact(settings.mlflow_tracking_uri)!r} has no version {version} of "
+        f"model {name!r} ({{}}): point MLFLOW_TRACKING_URI at the store that trained it"
+    )
+    with _direct(settings, alias=None) as db:
+        if db is not None:
+            row = _live_version(db, name, version)
+            if row is None:
+                raise TrackingError(
+                    missing.format(f"Model Version (name={name}, version={version}) not found")
+                )
+            aliases = db.execute(
+                "SELECT alias FROM registered_model_aliases WHERE workspace = ? AND name = ? "
+                "AND version = ?",
+                (_WORKSPACE, name, int(version)),
+            ).fetchall()
+            return VersionState(run_id=str(row[0]), aliases=[a for (a,) in aliases])
     mlflow = _mlflow()
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -168,16 +194,31 @@ def version_state(settings: Settings, *, name: str, version: str) -> VersionStat
         with _quiet():
             found = mlflow.MlflowClient().get_model_version(name, version)
     except Exception as exc:  # MlflowException, and requests/SQLAlchemy errors from the store
-        raise TrackingError(
-            f"MLflow store {redact(settings.mlflow_tracking_uri)!r} has no version {version} "
-            f"of model "
-            f"{name!r} ({_first(exc)}): point MLFLOW_TRACKING_URI at the store that trained it"
-        ) from None
+        raise TrackingError(missing.format(_first(exc))) from None
     return VersionState(run_id=str(found.run_id), aliases=list(found.aliases))
 
 
 def move_alias(settings: Settings, *, name: str, version: str, alias: str) -> None:
     """Point `alias` at `version` (MLflow moves it off any other version of the model)."""
+    failed = (
+        f"could not set alias {alias!r} on {name} version {version} in "
+        f"{redact(settings.mlflow_tracking_uri)!r}: {{}}"
+    )
+    with _direct(settings, alias=alias) as db:
+        if db is not None:
+            db.execute("BEGIN IMMEDIATE")
+            if _live_version(db, name, version) is None:
+                db.execute("ROLLBACK")
+                raise TrackingError(
+                    failed.format(f"Model Version (name={name}, version={version}) not found")
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO registered_model_aliases (alias, version, name, workspace) "
+                "VALUES (?, ?, ?, ?)",
+                (alias, int(version), name, _WORKSPACE),
+            )
+            db.execute("COMMIT")
+            return
     mlflow = _mlflow()
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -185,15 +226,21 @@ def move_alias(settings: Settings, *, name: str, version: str, alias: str) -> No
         with _quiet():
             mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
     except Exception as exc:  # MlflowException, and requests/SQLAlchemy errors from the store
-        raise TrackingError(
-            f"could not set alias {alias!r} on {name} version {version} in "
-            f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"
-        ) from None
+        raise TrackingError(failed.format(_first(exc))) from None
 
 
 def alias_version(settings: Settings, *, name: str, alias: str) -> str | None:
     """The version of ``name`` holding ``alias``, None when none does (what a promotion puts
     back if it cannot finish)."""
+    with _direct(settings, alias=alias) as db:
+        if db is not None:
+            # MLflow raises RESOURCE_DOES_NOT_EXIST for a model it does not know: none holds it
+            row = db.execute(
+                "SELECT version FROM registered_model_aliases WHERE workspace = ? AND name = ? "
+                "AND alias = ?",
+                (_WORKSPACE, name, alias),
+            ).fetchone()
+            return None if row is None else str(row[0])
     mlflow = _mlflow()
     from mlflow.exceptions import MlflowException
 
@@ -218,6 +265,20 @@ def alias_version(settings: Settings, *, name: str, alias: str) -> str | None:
 
 def delete_alias(settings: Settings, *, name: str, alias: str) -> None:
     """Remove ``alias`` from ``name`` (a first promotion that could not finish)."""
+    with _direct(settings, alias=alias) as db:
+        if db is not None:
+            if not _registered(db, name):
+                raise TrackingError(
+                    f"could not delete alias {alias!r} of {name} in "
+                    f"{redact(settings.mlflow_tracking_uri)!r}: Registered Model with "
+                    f"name={name} not found"
+                )
+            db.execute(
+                "DELETE FROM registered_model_aliases "
+                "WHERE workspace = ? AND name = ? AND alias = ?",
+                (_WORKSPACE, name, alias),
+            )
+            return
     mlflow = _mlflow()
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
@@ -229,6 +290,76 @@ def delete_alias(settings: Settings, *, name: str, alias: str) -> None:
             f"could not delete alias {alias!r} of {name} in "
             f"{redact(settings.mlflow_tracking_uri)!r}: {_first(exc)}"
         ) from None
+
+
+#: the schema revision (alembic head) of a SQLite store the pinned MLflow creates or migrates;
+#: tests/integration/test_tracking_direct.py proves it equals the installed MLflow's head
+MLFLOW_SCHEMA = "dc11669786a5"
+#: MLflow's single-tenant workspace (DEFAULT_WORKSPACE_NAME) and deleted-version marker
+#: (STAGE_DELETED_INTERNAL)
+_WORKSPACE = "default"
+_DELETED = "Deleted_Internal"
+#: aliases MLflow accepts (word characters and '-', at most 255) and does not reserve
+_ALIAS = re.compile(r"[\w\-]{1,255}")
+_RESERVED = re.compile(r"latest|v\d+", re.IGNORECASE)
+
+
+@contextmanager
+def _direct(settings: Settings, *, alias: str | None) -> Iterator[sqlite3.Connection | None]:
+    """A connection to the store when it is a local SQLite file this module can read and write
+    exactly as MLflow would (see the module's docstring); None means: go through MLflow."""
+    uri = settings.mlflow_tracking_uri
+    if (
+        not uri.startswith("sqlite:///")
+        or "?" in uri
+        or os.environ.get("MLFLOW_REGISTRY_URI", uri) != uri
+        or os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("true", "1")
+        or (alias is not None and (not _ALIAS.fullmatch(alias) or _RESERVED.fullmatch(alias)))
+    ):
+        yield None
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        yield None  # MLflow creates a store that is not there yet
+        return
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5, isolation_level=None)
+    except sqlite3.Error:
+        yield None
+        return
+    with closing(db):
+        try:
+            revision = db.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.Error:
+            revision = None
+        if revision != (MLFLOW_SCHEMA,):
+            yield None
+            return
+        try:
+            yield db
+        except sqlite3.Error as exc:
+            raise TrackingError(
+                f"MLflow store {redact(uri)!r}: {exc}. Check the file is a readable, writable "
+                "MLflow database (or point MLFLOW_TRACKING_URI at the store that trained it)"
+            ) from None
+
+
+def _live_version(db: sqlite3.Connection, name: str, version: str) -> tuple[Any, ...] | None:
+    if not version.isdigit():
+        return None
+    row: tuple[Any, ...] | None = db.execute(
+        "SELECT run_id FROM model_versions WHERE workspace = ? AND name = ? AND version = ? "
+        "AND (current_stage IS NULL OR current_stage != ?)",
+        (_WORKSPACE, name, int(version), _DELETED),
+    ).fetchone()
+    return row
+
+
+def _registered(db: sqlite3.Connection, name: str) -> bool:
+    row = db.execute(
+        "SELECT 1 FROM registered_models WHERE workspace = ? AND name = ?", (_WORKSPACE, name)
+    ).fetchone()
+    return row is not None
 
 
 def _first(exc: BaseException) -> str:

@@ -70,10 +70,11 @@ class World:
             text=True,
             timeout=900,
         )
-        output = done.stdout + done.stderr
+        output, elapsed = done.stdout + done.stderr, time.monotonic() - started
+        print(f"pipeline {args[0]}: exit {done.returncode} in {elapsed:.2f} s")  # shown with -s
         if check and done.returncode != 0:
             raise AssertionError(f"pipeline {' '.join(args)} exited {done.returncode}\n{output}")
-        return Outcome(done.returncode, output, time.monotonic() - started)
+        return Outcome(done.returncode, output, elapsed)
 
     def settings(self, **extra: Any) -> Settings:
         values: dict[str, Any] = {
