@@ -139,6 +139,8 @@ class ServingApp:
                     await asyncio.get_running_loop().run_in_executor(None, self.state.wait)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                for handler in _access.handlers:  # the access lines before this one
+                    handler.flush()
                 _log.info("shutting down: in-flight requests have completed")
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)

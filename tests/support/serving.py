@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,21 @@ class Server:
 
     def logs(self) -> str:
         return self.stderr.read_text(errors="replace")
+
+    def access(
+        self, until: Callable[[list[dict[str, Any]]], bool] = bool, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """The access-log lines written so far, waiting (up to ``timeout``) until ``until``
+        holds for them: the server writes them in batches, at most
+        serving.logs.ACCESS_FLUSH_S after a request."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [
+                json.loads(line) for line in self.logs().splitlines() if '"serving.access"' in line
+            ]
+            if until(lines) or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
 
     def stop(self) -> int:
         if self.process.poll() is None:

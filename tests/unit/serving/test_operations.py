@@ -158,3 +158,43 @@ def test_serving_works_without_the_packages_the_serving_image_lacks(
     prediction, sklearn = result.stdout.splitlines()
     assert prediction in ("[0]", "[1]")
     assert sklearn == str(runtime == "sklearn")  # ONNX serving never pays for scikit-learn
+
+
+def test_access_lines_are_written_in_order_in_batches_within_the_flush_delay() -> None:
+    import asyncio
+    import io
+    import logging
+
+    from serving.logs import BatchedHandler
+
+    stream = io.StringIO()
+    handler = BatchedHandler(stream, delay_s=0.05, max_bytes=10_000)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.batched")
+    logger.handlers[:], logger.propagate = [handler], False
+    logger.setLevel(logging.INFO)
+
+    def lines() -> list[str]:
+        return [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+
+    async def on_the_loop() -> tuple[list[str], list[str]]:
+        for i in range(5):
+            logger.info("line %d", i)
+        waiting = lines()
+        await asyncio.sleep(0.2)
+        return waiting, lines()
+
+    waiting, written = asyncio.run(on_the_loop())
+    assert waiting == [] and written == [f"line {i}" for i in range(5)]
+
+    logger.info("off the loop")  # no loop to flush it later: written at once
+    assert lines()[-1] == "off the loop"
+
+    async def many() -> list[str]:
+        for i in range(200):  # ~100 bytes a line: past max_bytes long before the delay
+            logger.info("bulk %03d", i)
+        return lines()
+
+    assert len(asyncio.run(many())) > 5 + 1 + 50
+    handler.flush()  # what logging.shutdown does at exit
+    assert lines()[-1] == "bulk 199" and len(lines()) == 206
