@@ -188,7 +188,7 @@ class OnnxRuntime:
             else [(None, x)]
         )
         for j, values in numeric:
-            beyond = np.abs(np.nan_to_num(values, nan=0.0)) > _FLOAT32_MAX
+            beyond = np.abs(values) > _FLOAT32_MAX  # NaN compares False: no nan_to_num copy
             if beyond.any():
                 where = np.argwhere(beyond)[0]
                 row, col = (int(where[0]), j) if j is not None else (int(where[0]), int(where[1]))
