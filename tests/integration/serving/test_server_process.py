@@ -4,6 +4,7 @@ on SIGTERM while a request is in flight, and never gets ready with a tampered mo
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -119,3 +120,41 @@ def test_two_workers_keep_alive_requests_do_not_pay_the_nagle_delay(
         assert timings[len(timings) // 2] < 0.02, f"median {timings[len(timings) // 2]:.4f} s"
     finally:
         assert server.stop() == 0
+
+
+def test_pipelined_requests_head_and_100_continue_get_whole_answers_each_head_with_its_body(
+    server: Server, model_dir: Any
+) -> None:
+    """The server writes a response's head and body in one write (serving.server._OneWrite):
+    pipelined answers come back whole and in order, a HEAD answer (no body) is not held back,
+    and ``100 Continue`` goes out before the body is sent."""
+    server.wait_ready()
+    port = int(server.url.rsplit(":", 1)[1])
+    body = json.dumps({"inputs": rows(model_dir, 1)}).encode()
+    post = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\nHEAD /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+            + post
+            + b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"200", b"405", b"200", b"200"], answer
+    label = model_dir.golden[0]["label"]
+    assert json.dumps({"predictions": [label]}, separators=(",", ":")).encode() in answer
+    assert answer.endswith(model_dir.card["model_version"].encode())
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            post.split(b"\r\n\r\n")[0].replace(b"Host: x", b"Host: x\r\nExpect: 100-continue")
+            + b"\r\n\r\n"
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
