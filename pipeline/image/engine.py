@@ -216,8 +216,9 @@ class Engine:
         *,
         tag: str,
         buildargs: Mapping[str, str],
+        dockerfile: str = "Dockerfile",
     ) -> BuildReport:
-        """Build the tar ``context`` (its Dockerfile at the root) with no network, logging what
+        """Build the tar ``context`` (``dockerfile`` at its root) with no network, logging what
         the builder prints (container bookkeeping at debug level)."""
         report, started, step = BuildReport(), time.monotonic(), 0
         stages: dict[int, int] = {}  # Podman: steps per build stage
@@ -225,7 +226,7 @@ class Engine:
         stream = self.client.api.build(
             fileobj=context,
             custom_context=True,
-            dockerfile="Dockerfile",
+            dockerfile=dockerfile,
             tag=tag,
             buildargs=dict(buildargs),
             rm=True,
