@@ -137,7 +137,9 @@ def train_image(
     name: Annotated[str, typer.Option(help="image repository; tags: content hash, latest")] = (
         "pipeline-train"
     ),
-    rebuild: Annotated[bool, typer.Option(help="build even if the content tag exists")] = False,
+    rebuild: Annotated[
+        bool, typer.Option(help="build even if the content tag exists, with no build cache")
+    ] = False,
     params_file: ParamsFile = Path("params.yaml"),
 ) -> None:
     """Build the training image pipeline-train: pipeline.lock, git and this package, offline.

@@ -217,9 +217,11 @@ class Engine:
         tag: str,
         buildargs: Mapping[str, str],
         dockerfile: str = "Dockerfile",
+        nocache: bool = False,
     ) -> BuildReport:
         """Build the tar ``context`` (``dockerfile`` at its root) with no network, logging what
-        the builder prints (container bookkeeping at debug level)."""
+        the builder prints (container bookkeeping at debug level); ``nocache``: every step
+        again, none from the builder's cache."""
         report, started, step = BuildReport(), time.monotonic(), 0
         stages: dict[int, int] = {}  # Podman: steps per build stage
         tail: list[str] = []
@@ -231,6 +233,7 @@ class Engine:
             buildargs=dict(buildargs),
             rm=True,
             forcerm=True,
+            nocache=nocache,
             pull=False,
             network_mode="none",
             use_config_proxy=False,

@@ -113,7 +113,8 @@ def build_train_image(
     image: ImageParams, *, engine: Engine, name: str = NAME, rebuild: bool = False
 ) -> TrainImage:
     """``{name}:{content hash}`` and ``{name}:latest``, built unless the content tag exists
-    (``rebuild``: build anyway, e.g. to time it), then checked; a failed check loses the tags."""
+    (``rebuild``: build anyway, every step, none from the builder's cache), then checked; a
+    failed check loses the content tag."""
     for required in (DOCKERFILE, LOCK, *PACKAGE_FILES):
         if not required.exists():
             raise ImageError(f"the training image needs {required}: run from the project's root")
@@ -138,7 +139,7 @@ def build_train_image(
         log.info("building %s on %s (%s): %s, %d .debs", ref, base.ref, base.id[:19], LOCK,
                  len(debs))  # fmt: skip
         with context.tar_context(entries) as tar:
-            engine.build(tar, tag=ref, buildargs=args, dockerfile=DOCKERFILE.name)
+            engine.build(tar, tag=ref, buildargs=args, dockerfile=DOCKERFILE.name, nocache=rebuild)
     else:
         log.info("%s exists (same Dockerfile, lock, package, .debs and base): build skipped", ref)
     found = engine.image(ref)
