@@ -67,6 +67,10 @@ base-image: install docker ## build image.fallback_base from Debian packages if 
 wheels: install ## download the wheels serving.lock pins for the image to build/wheels (the build needs no network)
 	$(BIN)/pipeline wheels
 
+.PHONY: train-image
+train-image: install docker base-image ## build pipeline-train:latest, the pipeline's locked environment + git as an image (offline build; docs/training-image.md)
+	$(BIN)/pipeline train-image
+
 .PHONY: repro
 repro: install docker base-image ## run the whole pipeline (dvc repro) up to a smoke-checked image; initialises git/DVC in a fresh copy
 	@test -d .git || git init -q
@@ -105,7 +109,7 @@ lint: install ## ruff + mypy --strict (pipeline/ serving/ tools/), hadolint, act
 	$(BIN)/ruff check pipeline serving estimators tools tests conftest.py
 	$(BIN)/ruff format --check pipeline serving estimators tools tests conftest.py
 	$(BIN)/mypy
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile train.Dockerfile
 	$(if $(WORKFLOWS),$(BIN)/actionlint $(WORKFLOWS))
 	$(if $(WORKFLOWS),$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS))
 	$(if $(WORKFLOWS),$(BIN)/zizmor --offline --persona auditor --no-progress $(WORKFLOWS))

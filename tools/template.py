@@ -14,8 +14,8 @@ import yaml
 TEMPLATE_FILES = [
     "pipeline", "serving", "estimators", "tools", "expectations", "data/raw", "requirements",
     "scripts", "tests", "release", "deploy/topology.yaml", "deploy/README.md", "deploy/.gitignore",
-    "dvc.yaml", "params.yaml", "Dockerfile", ".dockerignore", "Makefile", ".dvcignore",
-    ".gitignore", "pyproject.toml", "conftest.py",
+    "dvc.yaml", "params.yaml", "Dockerfile", "train.Dockerfile", ".dockerignore", "Makefile",
+    ".dvcignore", ".gitignore", "pyproject.toml", "conftest.py",
 ]  # fmt: skip
 GIT = ("git", "-c", "user.email=t@example.com", "-c", "user.name=t")
 

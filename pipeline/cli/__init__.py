@@ -252,6 +252,34 @@ def wheels() -> None:
     out.print(f"{_run(resolve_wheels)} matches requirements/serving.lock")
 
 
+@app.command("train-image")
+def train_image(
+    name: Annotated[str, typer.Option(help="image repository; tags: content hash, latest")] = (
+        "pipeline-train"
+    ),
+    rebuild: Annotated[
+        bool, typer.Option(help="build even if the content tag exists, with no build cache")
+    ] = False,
+    params_file: ParamsFile = Path("params.yaml"),
+) -> None:
+    """Build the training image pipeline-train: pipeline.lock, git and this package, offline.
+
+    See docs/training-image.md."""
+    from pipeline.image.engine import Engine
+    from pipeline.image.train import build_train_image
+
+    setup_logging()
+    params = _run(lambda: config.load_params(params_file))
+    built = _run(
+        lambda: build_train_image(params.image, engine=Engine.connect(), name=name, rebuild=rebuild)
+    )
+    what = f"built in {built.seconds} s" if built.built else "already built"
+    out.print(
+        f"{built.ref} = {built.latest} ({built.size / 1e6:.0f} MB, on {built.base}): {what}",
+        soft_wrap=True,
+    )
+
+
 @app.command("suggest-expectations")
 def suggest_expectations(
     output: Annotated[Path, typer.Option(help="where to write the suite")],

@@ -216,20 +216,24 @@ class Engine:
         *,
         tag: str,
         buildargs: Mapping[str, str],
+        dockerfile: str = "Dockerfile",
+        nocache: bool = False,
     ) -> BuildReport:
-        """Build the tar ``context`` (its Dockerfile at the root) with no network, logging what
-        the builder prints (container bookkeeping at debug level)."""
+        """Build the tar ``context`` (``dockerfile`` at its root) with no network, logging what
+        the builder prints (container bookkeeping at debug level); ``nocache``: every step
+        again, none from the builder's cache."""
         report, started, step = BuildReport(), time.monotonic(), 0
         stages: dict[int, int] = {}  # Podman: steps per build stage
         tail: list[str] = []
         stream = self.client.api.build(
             fileobj=context,
             custom_context=True,
-            dockerfile="Dockerfile",
+            dockerfile=dockerfile,
             tag=tag,
             buildargs=dict(buildargs),
             rm=True,
             forcerm=True,
+            nocache=nocache,
             pull=False,
             network_mode="none",
             use_config_proxy=False,

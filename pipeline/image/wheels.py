@@ -36,15 +36,23 @@ TARGET = (
     *("--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp"),
     *("--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64"),
 )
+# pip accepts a target platform with sdists allowed only without dependency resolution.
+TARGET_WITH_SDISTS = ("--no-deps", "--prefer-binary", *TARGET[1:])
 PIP, INDEX = "pip==25.3", "https://pypi.org/simple"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
-def resolve_wheels(*, lock: Path = LOCK, target: Path = WHEELS) -> Path:
+def resolve_wheels(*, lock: Path = LOCK, target: Path = WHEELS, sdists: bool = False) -> Path:
     """``target`` holds the wheels ``lock`` pins for the image, checked against the lock's
-    hashes; downloaded with pip on the host, and again only when the lock changes."""
-    stamp = target / ".serving.lock.sha256"
-    want = hashlib.sha256(lock.read_bytes() + " ".join(TARGET).encode()).hexdigest()
+    hashes; downloaded with pip on the host, and again only when the lock changes.
+
+    ``sdists``: a pinned version with no wheel for the image (pipeline.lock's
+    antlr4-python3-runtime 4.9.3) is downloaded as its hash-checked source archive, which the
+    image builds offline (train.Dockerfile); every lock line is pinned, so no resolution is
+    lost to ``--no-deps``. Off for serving.lock: its image builds nothing."""
+    stamp = target / f".{lock.name}.sha256"
+    platform = TARGET_WITH_SDISTS if sdists else TARGET
+    want = hashlib.sha256(lock.read_bytes() + " ".join(platform).encode()).hexdigest()
     if stamp.is_file() and stamp.read_text().strip() == want:
         return target
     shutil.rmtree(target, ignore_errors=True)
@@ -58,7 +66,7 @@ def resolve_wheels(*, lock: Path = LOCK, target: Path = WHEELS) -> Path:
         env.setdefault("UV_NATIVE_TLS" if "UV_NATIVE_TLS" in env else "UV_SYSTEM_CERTS", "1")
     else:
         raise ImageError("neither pip nor uv is installed next to this Python: run `make install`")
-    command = [*pip, "download", "--isolated", "--progress-bar", "off", "--quiet", *TARGET]
+    command = [*pip, "download", "--isolated", "--progress-bar", "off", "--quiet", *platform]
     command += ["--require-hashes", "--index-url", INDEX, "-r", str(lock), "-d", str(target)]
     if CA_BUNDLE.is_file():
         command += ["--cert", str(CA_BUNDLE)]
@@ -69,7 +77,7 @@ def resolve_wheels(*, lock: Path = LOCK, target: Path = WHEELS) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
         raise ImageError(
-            f"could not download the serving wheels to {target} (pip exited {done.returncode}); "
+            f"could not download the wheels of {lock} to {target} (pip exited {done.returncode}); "
             f"this host must reach {INDEX} (the image build itself needs no network):\n{tail}"
         )
     stamp.write_text(want + "\n")

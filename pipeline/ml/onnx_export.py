@@ -38,6 +38,9 @@ _log = logging.getLogger(__name__)
 
 #: Name of the single float32 input tensor, shape ``[None, n_features]`` (docs/model-card.md).
 INPUT_NAME = "input"
+#: The graph's name. skl2onnx's default is a random uuid4, which made two exports of the same
+#: model different files (tests/integration/test_train_image.py compares them byte for byte).
+GRAPH_NAME = "model"
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def to_onnx(
         initial = [(INPUT_NAME, FloatTensorType([None, width]))]
     options = {"zipmap": False} if task == "classification" else None
     try:
-        graph = convert_sklearn(model, initial_types=initial, options=options)
+        graph = convert_sklearn(model, initial_types=initial, options=options, name=GRAPH_NAME)
     # skl2onnx signals "cannot convert" through all of these, depending on the estimator.
     except _CANNOT as exc:
         _log.warning(
