@@ -8,6 +8,7 @@ experiment, and do not belong in a DVC-tracked file.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -122,6 +123,45 @@ class CustomParams(_Section):
     params: dict[str, Any] = Field(default_factory=dict, description="passed to the factory")
 
 
+class ParallelParams(_Section):
+    """Where the estimators' joblib work runs (random_forest's trees, a custom factory's
+    searches): ``loky`` processes on this machine, or ``dask`` workers (a local cluster started
+    for the run, or the scheduler at ``address``). The fitted model is the same either way."""
+
+    backend: Literal["loky", "dask"] = "loky"
+    n_jobs: int = Field(
+        default=-1,
+        ge=-1,
+        le=1024,
+        description="parallel jobs; -1: every core (loky), every worker thread (dask)",
+    )
+    address: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=r"^([a-z][a-z0-9+]*://)?[^\s/]+$",
+        description="a running Dask scheduler, e.g. tcp://127.0.0.1:8786 (backend dask only)",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParallelParams:
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs must be -1 (all) or at least 1, not 0")
+        if self.address is not None and self.backend != "dask":
+            raise ValueError(
+                f"address is set ({self.address!r}) but backend is "
+                f"{self.backend!r}: an address names a Dask scheduler; set backend: dask, or "
+                "remove address"
+            )
+        if self.backend == "dask" and importlib.util.find_spec("distributed") is None:
+            raise ValueError(
+                "backend is 'dask' but the package 'distributed' is not "
+                "installed: run `make install` (requirements/pipeline.lock has it) or "
+                "`pip install distributed`; or set backend: loky"
+            )
+        return self
+
+
 class TrainParams(_Section):
     model: ModelType
     task: Task | None = Field(
@@ -133,6 +173,7 @@ class TrainParams(_Section):
     random_forest: RandomForestParams = RandomForestParams()
     gradient_boosting: GradientBoostingParams = GradientBoostingParams()
     custom: CustomParams | None = None
+    parallel: ParallelParams = ParallelParams()
 
     @model_validator(mode="after")
     def _custom_is_set(self) -> TrainParams:

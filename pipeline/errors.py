@@ -9,7 +9,7 @@ and keeps its traceback.
 code  kind                      meaning
 ====  ========================  =========================================================
 1     ServiceError (and kin)    an outside system failed or refused: the container engine,
-                                the OCI registry, the MLflow store
+                                the OCI registry, the MLflow store, a Dask scheduler
 2     ConfigError               params.yaml, deploy/topology.yaml or the environment is
                                 invalid; nothing ran
 3     MissingInputError         a stage's input is not there: run the stage that writes it
@@ -123,6 +123,11 @@ class PromotionRefused(ReleaseRefused):
 
 class SwarmError(ServiceError):
     """Docker Swarm could not be reached, is not a manager here, or refused a request."""
+
+
+class ClusterError(ServiceError):
+    """The Dask scheduler of ``train.parallel.address`` is unreachable, has no workers, or its
+    workers run other versions than this environment."""
 
 
 class RolloutFailed(PipelineError):

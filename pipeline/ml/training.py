@@ -113,7 +113,7 @@ def build(params: TrainParams, *, seed: int, task: str, columns: Columns) -> Any
             max_depth=rf.max_depth,
             min_samples_leaf=rf.min_samples_leaf,
             random_state=seed,
-            n_jobs=1,
+            n_jobs=None,  # the fit's joblib backend decides (train.parallel); serving: one job
         )
         scale = False
     else:
@@ -319,8 +319,31 @@ def sha256_file(path: Path) -> str:
 
 def write_model(model: Any, path: Path = artifacts.MODEL_FILE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(model, protocol=5))
+    path.write_bytes(model_bytes(model))
     return path
+
+
+def model_bytes(model: Any) -> bytes:
+    """The model pickled without the memo, so equal models give equal bytes.
+
+    With the memo, an object referenced twice is written once: a forest fitted in one process
+    shares its trees' ``criterion`` strings and parameter floats, one whose trees came back
+    from loky or Dask workers holds a copy per batch of trees, and the batch sizes depend on
+    timing, so the bytes (and the model's sha256, DVC's hash, the image tag) would change from
+    run to run. Without it each value is written where it occurs (a forest's file grows by
+    about a third). A model that refers to itself cannot be written that way: it gets the
+    usual pickle, and a warning that its bytes may vary between equal fits."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=5)
+    pickler.fast = True  # no memo (CPython refuses a cycle with ValueError, not a loop)
+    try:
+        pickler.dump(model)
+    except ValueError as exc:
+        if "cyclic" not in str(exc):
+            raise
+        log.warning("the model refers to itself (%s): model.pkl is pickled with the memo", exc)
+        return pickle.dumps(model, protocol=5)
+    return buffer.getvalue()
 
 
 def model_card(

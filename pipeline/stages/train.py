@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pandas as pd
@@ -10,7 +11,7 @@ import sklearn
 
 from pipeline import artifacts, config, console, provenance
 from pipeline.config import Params, Settings
-from pipeline.ml import data, tracking, training
+from pipeline.ml import data, parallel, tracking, training
 from serving.card import Feature, OnnxEntry
 
 log = logging.getLogger("pipeline")
@@ -33,7 +34,17 @@ def train(params: Params, settings: Settings) -> dict[str, Any]:
         len(columns.categorical),
     )
     estimator = training.build(params.train, seed=params.base.seed, task=task, columns=columns)
-    model = training.fit(estimator, features, target, task=task)
+    with parallel.backend(params.train.parallel) as backend:
+        started = time.perf_counter()
+        model = training.fit(estimator, features, target, task=task)
+        fit_seconds = time.perf_counter() - started
+    log.info(
+        "fitted in %.2f s (joblib backend %s, %d worker(s), scheduler %s)",
+        fit_seconds,
+        backend.name,
+        backend.workers,
+        backend.scheduler,
+    )
     training.check_servable(model)
     card_features = training.card_features(model, features)
     score = float(model.score(training.model_input(features), target))
@@ -56,12 +67,13 @@ def train(params: Params, settings: Settings) -> dict[str, Any]:
             "data.source": params.data.source,
             "data.test_size": params.data.test_size,
         },
-        metrics=train_metrics,
+        metrics={**train_metrics, "fit_seconds": fit_seconds},  # the time: MLflow only
         tags={
             "mlflow.source.git.commit": facts["git_commit"],
             "dvc.data_hash": facts["data_hash"],
             # a queued DVC experiment (a sweep trial): which one, to join the two records
             **({"dvc.exp_name": settings.dvc_exp_name} if settings.dvc_exp_name else {}),
+            **backend.tags(),  # where the fit ran; the model is the same whichever
         },
         parent_run_id=settings.sweep_parent_run_id,
         train_frame=split.train,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
+from pipeline.config import ParallelParams, TrainParams
+from pipeline.ml import data, parallel, training
 from tools.template import clone as copy
 from tools.template import copy_template, dvc
 
@@ -63,6 +67,7 @@ def test_repro_writes_every_output_and_registers_a_candidate(
     run_data = client.get_run(card["run_id"]).data
     assert run_data.params["model"] == "logistic_regression"
     assert run_data.tags["dvc.data_hash"] == card["data_hash"]
+    assert run_data.tags["parallel.backend"] == "loky"  # train.parallel's default
     metrics = json.loads((work / "metrics/holdout.json").read_text())
     assert run_data.metrics["holdout_roc_auc"] == pytest.approx(metrics["roc_auc"])
     assert metrics["roc_auc"] > 0.95
@@ -94,6 +99,36 @@ def test_editing_a_cli_help_text_reruns_no_stage_and_editing_a_stage_reruns_it(
     prepare.write_text(prepare.read_text() + "\n# an edit\n")
     changed = json.loads(dvc(work, "status", "--json").stdout)
     assert "prepare" in changed and "pipeline/stages/prepare.py" in json.dumps(changed)
+
+
+def test_train_on_a_local_dask_cluster_tags_the_run_and_writes_the_same_model_file(
+    reproduced: tuple[Path, float], tmp_path: Path
+) -> None:
+    work = clone(reproduced, tmp_path)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["train"]["model"] = "random_forest"
+    params["train"]["random_forest"]["n_estimators"] = 20  # the stage's wiring, kept short
+    params["train"]["parallel"] = {"backend": "dask", "n_jobs": 2, "address": None}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = dvc(work, "repro", "train")
+    assert "started a local Dask cluster of 2 worker process(es)" in done.stdout + done.stderr
+    card = json.loads((work / "models/model.json").read_text())
+    run_data = mlflow_client(work).get_run(card["run_id"]).data
+    assert run_data.tags["parallel.backend"] == "dask"
+    assert run_data.tags["parallel.workers"] == "2"
+    assert run_data.tags["parallel.scheduler"] == "local"
+    assert run_data.metrics["fit_seconds"] > 0
+    # The file the stage wrote on Dask is, byte for byte, the forest fitted here on the same
+    # rows (in one process: tests/integration/test_parallel.py shows loky's is the same).
+    split = pd.read_parquet(work / "data/prepared/train.parquet")
+    features, target = data.features_and_target(split, params["data"]["target"])
+    train = TrainParams.model_validate(params["train"])
+    columns = training.columns_of(features)
+    estimator = training.build(train, seed=params["base"]["seed"], task="classification",
+                               columns=columns)  # fmt: skip
+    with parallel.backend(ParallelParams(backend="loky", n_jobs=1)):
+        here = training.fit(estimator, features, target, task="classification")
+    assert hashlib.sha256(training.model_bytes(here)).hexdigest() == card["sha256"]
 
 
 def test_changing_only_a_threshold_reruns_only_validate(
