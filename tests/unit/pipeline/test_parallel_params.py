@@ -4,31 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 
 from pipeline.config import load_params
-from pipeline.errors import ConfigError
+from tests.support.params import config_error, write_params
 
 
 def _params(tmp_path: Path, template_root: Path, parallel: dict[str, object] | None) -> Path:
-    raw = yaml.safe_load((template_root / "params.yaml").read_text())
-    raw["data"]["expectations"] = str(template_root / raw["data"]["expectations"])
-    if parallel is None:
-        del raw["train"]["parallel"]
-    else:
-        raw["train"]["parallel"] = parallel
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    """The template's params.yaml with ``train.parallel`` replaced, or removed (None)."""
 
+    def change(raw: dict[str, Any]) -> None:
+        if parallel is None:
+            del raw["train"]["parallel"]
+        else:
+            raw["train"]["parallel"] = parallel
 
-def _error(path: Path) -> str:
-    with pytest.raises(ConfigError) as caught:
-        load_params(path)
-    assert caught.value.exit_code == 2
-    return str(caught.value)
+    return write_params(tmp_path, template_root, change=change)
 
 
 def test_the_template_trains_on_loky_with_every_core(template_root: Path) -> None:
@@ -58,7 +51,7 @@ def test_dask_with_a_scheduler_address_loads(template_root: Path, tmp_path: Path
 def test_an_address_with_backend_loky_is_refused_naming_both_keys(
     template_root: Path, tmp_path: Path
 ) -> None:
-    message = _error(_params(tmp_path, template_root, {"address": "tcp://10.0.0.5:8786"}))
+    message = config_error(_params(tmp_path, template_root, {"address": "tcp://10.0.0.5:8786"}))
     assert "train.parallel" in message and "address" in message
     assert "'loky'" in message and "backend: dask" in message
 
@@ -67,13 +60,13 @@ def test_dask_without_distributed_installed_says_what_to_install(
     template_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # what Python does for "not importable"
-    message = _error(_params(tmp_path, template_root, {"backend": "dask"}))
+    message = config_error(_params(tmp_path, template_root, {"backend": "dask"}))
     assert "'distributed' is not installed" in message
     assert "make install" in message and "pip install distributed" in message
 
 
 def test_an_unknown_backend_lists_the_allowed_ones(template_root: Path, tmp_path: Path) -> None:
-    message = _error(_params(tmp_path, template_root, {"backend": "ray"}))
+    message = config_error(_params(tmp_path, template_root, {"backend": "ray"}))
     assert "train.parallel.backend" in message and "'ray'" in message
     assert "'loky'" in message and "'dask'" in message
 
@@ -82,7 +75,7 @@ def test_an_unknown_backend_lists_the_allowed_ones(template_root: Path, tmp_path
 def test_n_jobs_outside_minus_one_or_1_to_1024_is_refused(
     template_root: Path, tmp_path: Path, n_jobs: int
 ) -> None:
-    message = _error(_params(tmp_path, template_root, {"n_jobs": n_jobs}))
+    message = config_error(_params(tmp_path, template_root, {"n_jobs": n_jobs}))
     assert "train.parallel" in message and "n_jobs" in message
 
 
@@ -92,10 +85,12 @@ def test_n_jobs_outside_minus_one_or_1_to_1024_is_refused(
 def test_a_malformed_or_oversized_address_is_refused(
     template_root: Path, tmp_path: Path, address: str
 ) -> None:
-    message = _error(_params(tmp_path, template_root, {"backend": "dask", "address": address}))
+    message = config_error(
+        _params(tmp_path, template_root, {"backend": "dask", "address": address})
+    )
     assert "train.parallel.address" in message
 
 
 def test_a_typo_in_the_section_is_named(template_root: Path, tmp_path: Path) -> None:
-    message = _error(_params(tmp_path, template_root, {"backend": "dask", "adress": "x:1"}))
+    message = config_error(_params(tmp_path, template_root, {"backend": "dask", "adress": "x:1"}))
     assert "train.parallel.adress: unknown key" in message
