@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 from rich.console import Console
@@ -33,6 +34,19 @@ class _Redacting(logging.Filter):
         if clean != message:
             record.msg, record.args = clean, None
         return True
+
+
+@contextmanager
+def quieted(name: str, level: int) -> Iterator[None]:
+    """Inside the block, the logger ``name`` passes only records at ``level`` or above (a
+    library that logs what the caller turns into its own one-line message, or chatters)."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import joblib
 
 from pipeline.config import ParallelParams
+from pipeline.console import quieted
 from pipeline.errors import ClusterError
 
 log = logging.getLogger("pipeline")
@@ -77,17 +78,10 @@ def backend(params: ParallelParams) -> Iterator[Backend]:
             yield used
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
+def _quiet() -> AbstractContextManager[None]:
     """The scheduler of a local cluster runs in this process and logs each connection at INFO
     level into the stage's log; only its warnings belong there."""
-    logger = logging.getLogger("distributed")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    return quieted("distributed", logging.WARNING)
 
 
 @contextmanager

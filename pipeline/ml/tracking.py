@@ -18,12 +18,13 @@ import re
 import sqlite3
 import warnings
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings
+from pipeline.console import quieted
 from pipeline.errors import TrackingError, redact_text
 from pipeline.errors import redact as redact  # the stages log the store's URI through it
 
@@ -38,17 +39,10 @@ class RegisteredModel:
     version: str
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
+def _quiet() -> AbstractContextManager[None]:
     """MLflow logs a store error with its traceback before raising it; the release commands
     turn it into one TrackingError line, so its own log stays silent meanwhile."""
-    logger = logging.getLogger("mlflow")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    return quieted("mlflow", logging.CRITICAL)
 
 
 def _mlflow() -> Any:
