@@ -1,10 +1,13 @@
-"""Shared fixtures: the template's root, and quiet, offline-safe tool settings."""
+"""Shared fixtures: the template's root, and quiet, offline-safe tool settings; and how the
+suite is split over pytest-xdist workers (tests/support/system.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+from tests.support import system
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,3 +22,14 @@ def _quiet_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        system.install_before_workers()  # in the controller, once, before the workers start
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):
+        system.split_for_workers(items)

@@ -5,15 +5,13 @@ that order and build on each other as a release does. And Podman, for the tests 
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipeline.image.engine import Engine
+from tests.support import system
 from tests.support.release_world import IMAGE_NAME, REPOSITORY, World, new_world
 
 
@@ -42,15 +40,9 @@ def world(
 def podman() -> str:
     """The podman binary; on root Debian installed with apt-get when absent (with catatonit and
     runc: crun fails on these hosts' cgroup layout), elsewhere the test is skipped."""
-    if shutil.which("podman") is None:
-        if os.geteuid() != 0 or not Path("/etc/debian_version").is_file():
-            pytest.skip("podman is not installed (on root Debian the test installs it)")
-        packages = ["podman", "catatonit", "runc"]
-        command = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
-        environ = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        if subprocess.run(command, env=environ, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "-qq", "update"], capture_output=True, check=True)
-            subprocess.run(command, env=environ, capture_output=True, check=True)
-    binary = shutil.which("podman")
-    assert binary, "apt-get installed podman, yet it is not on PATH"
+    binary = system.ensure_podman()
+    if binary is None and system.root_debian():
+        pytest.fail("apt-get installed podman, yet it is not on PATH")
+    if binary is None:
+        pytest.skip("podman is not installed (on root Debian the test installs it)")
     return binary
