@@ -97,7 +97,7 @@ swarm: docker ## make this engine a one-node Swarm manager if it is in none (ide
 
 .PHONY: test
 test: install docker base-image ## run every test (unit, integration, e2e, real Docker engine); slow ones included
-	$(BIN)/pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=25
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=25
 
 .PHONY: test-unit
 test-unit: install ## run the fast unit tests only

@@ -4,6 +4,7 @@ suite is split over pytest-xdist workers (tests/support/system.py)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
         system.install_before_workers()  # in the controller, once, before the workers start
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups from the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if hasattr(config, "workerinput"):
-        system.split_for_workers(items)
+        system.longest_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> system.GroupScheduling:
+    return system.GroupScheduling(config, log)

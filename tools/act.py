@@ -128,6 +128,8 @@ def run(
         raise ValueError("act's --dryrun runs the steps anyway in self-hosted mode: not offered")
     artifacts.mkdir(parents=True, exist_ok=True)
     command = [str(ACT), event, "-P", PLATFORM, "--defaultbranch", default_branch]
+    # No workflow here uses actions/cache; without the server, runs at once share no state.
+    command += ["--no-cache-server"]
     workflows = repo / ".github" / "workflows"
     command += ["-W", str(workflows / workflow) if workflow else str(workflows)]
     own = repo / "tools" / "actions"  # the repository's own stand-ins, if it has them

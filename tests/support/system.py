@@ -1,11 +1,11 @@
 """Debian packages the tests drive (Podman, docker-registry), installed when absent on root
 Debian, and how the suite is split over pytest-xdist workers.
 
-`make test` runs the suite on two workers (`-n 2 --dist loadgroup`). A worker runs whole groups:
-every module is one group (its module-scoped world is built once), the release tests' shared
-world is one, and everything that drives the Swarm or act is one more, run by a single worker in
-collection order, because the Swarm is one per machine and act's self-hosted runs share a
-work folder per workflow and job. The groups that take longest are handed out first.
+`make test` runs the suite on two workers (`-n 2 --dist loadscope`, scheduled by
+`GroupScheduling`). A worker runs whole groups: every module is one group (its module-scoped
+world is built once), the release tests' shared world is one, and the two Swarm modules are one,
+so no two Swarm tests run at once (the Swarm is one per machine). The longest groups are handed
+out first.
 """
 
 from __future__ import annotations
@@ -16,20 +16,26 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from tests.support import registry
 
 PODMAN_PACKAGES = ("podman", "catatonit", "runc")  # crun fails on these hosts' cgroup layout
-SERIAL = "swarm-and-act"  # the group of tests marked swarm or e2e
+SWARM = "swarm"  # the one-node Swarm: one per machine, and its tests time rollouts under load
+SWARM_MODULES = (
+    "tests/integration/deploy/test_swarm.py",
+    "tests/integration/ab/test_swarm_split.py",
+)
 RELEASE = "release-world"  # tests/support/release_world.py's session world
 RELEASE_MODULES = (
     "tests/integration/test_release.py",
     "tests/integration/test_release_integrity.py",
 )
-# Longest first (measured: the serial group ~20 min, release ~8, the modules below 2-6 each);
+# Longest first (measured serially: Swarm ~11 min, e2e ~10, release ~8, the others 2-6 each);
 # modules not named follow in collection order.
 LONGEST_FIRST = (
-    SERIAL,
+    SWARM,
+    "tests/e2e/test_workflows.py",
     RELEASE,
     "tests/integration/test_containerize.py",
     "tests/integration/test_real_data_repro.py",
@@ -64,16 +70,30 @@ def install_before_workers() -> None:
         ensure_podman()
 
 
-def group_of(item: pytest.Item) -> str:
-    if item.get_closest_marker("swarm") or item.get_closest_marker("e2e"):
-        return SERIAL
-    module = item.nodeid.split("::", 1)[0]
+def group_of(nodeid: str) -> str:
+    """The group a test runs in, from its node id alone (the controller sees no marks)."""
+    module = nodeid.split("::", 1)[0]
+    if module in SWARM_MODULES:
+        return SWARM
     return RELEASE if module in RELEASE_MODULES else module
 
 
-def split_for_workers(items: list[pytest.Item]) -> None:
-    """Mark each item with its xdist group and order the groups longest first (stable)."""
-    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+def longest_first(items: list[pytest.Item]) -> None:
+    """Order the items group by group, the longest groups first (stable): workers collect, and
+    xdist hands out the groups in the order of that collection."""
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(group_of(item)))
-    items.sort(key=lambda item: rank.get(group_of(item), len(rank)))
+        if item.get_closest_marker("swarm") and group_of(item.nodeid) != SWARM:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked swarm but its module is not in "
+                "tests/support/system.py's SWARM_MODULES: add it, so one worker runs it"
+            )
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))
+
+
+class GroupScheduling(LoadScopeScheduling):
+    """xdist's scope scheduling, with `group_of` as the scope. (xdist's own `loadgroup` reads
+    `xdist_group` marks into the node id, which pytest 9's node ids no longer take.)"""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return group_of(nodeid)
