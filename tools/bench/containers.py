@@ -55,6 +55,19 @@ def run(
     return docker(*command, image, *args)
 
 
+def run_joined(
+    image: str, *, network_of: str, volumes: Sequence[str] = (), pinned: bool = True
+) -> str:
+    """Start ``image`` detached in ``network_of``'s network namespace (``--network
+    container:``): the two share one loopback, as a sidecar would; nothing is published."""
+    command = ["run", "-d", "--network", f"container:{network_of}"]
+    command += ["--cpuset-cpus", str(SERVER_CORE)] if pinned else []
+    command += ["--label", "gitops-ml-pipeline.bench=1"]
+    for volume in volumes:
+        command += ["-v", volume]
+    return docker(*command, image)
+
+
 def pin(container: str) -> None:
     """Move a running container onto the server core (its cgroup's cpuset)."""
     docker("update", "--cpuset-cpus", str(SERVER_CORE), container)

@@ -12,6 +12,7 @@ from tools.bench.plan import KEY_CONCURRENCY
 from tools.bench.stats import ratio
 
 PEER = "mlflow-container"
+ENTRY = "ours-haproxy"  # ours behind the deploy's HAProxy entry (tools/bench/entry.py)
 # Promotions take tens of ms: below this, a difference is scheduling noise, not image size.
 FLAT_SLACK_S = 0.02
 
@@ -71,7 +72,8 @@ def _median(row: dict[str, Any] | None, key: str) -> float | None:
 
 def add_ratios(serving: dict[str, Any]) -> None:
     """Each row: ours/MLflow-container for req/s and p99 (the peer's row of the same cell), and
-    req/s as a share of the uvicorn hello ceiling (same rows and concurrency)."""
+    req/s as a share of the uvicorn hello ceiling (same rows and concurrency); the HAProxy
+    row also against ours (container) in the same cell: the proxy's cost."""
     rows = serving["rows"]
     for row in rows:
         same = {"rows": row["rows"], "concurrency": row["concurrency"]}
@@ -85,6 +87,12 @@ def add_ratios(serving: dict[str, Any]) -> None:
                 ratio(_median(row, "p99_ms"), _median(peer, "p99_ms")), 4
             )
             row["rss_vs_mlflow_container"] = _round(ratio(row["rss_mb"], peer["rss_mb"]), 3)
+        ours = cell(rows, model=row["model"], server="ours", **same)
+        if row["server"] == ENTRY and ours is not None:
+            row["rps_vs_ours"] = _round(ratio(_median(row, "rps"), _median(ours, "rps")), 3)
+            row["p99_vs_ours"] = _round(ratio(_median(row, "p99_ms"), _median(ours, "p99_ms")), 3)
+            added = float(row["p50_ms"]["median"]) - float(ours["p50_ms"]["median"])
+            row["p50_added_ms"] = round(added, 3)
         if row["server"] != "hello" and hello is not None:
             row["share_of_ceiling"] = _round(ratio(_median(row, "rps"), _median(hello, "rps")), 3)
 
@@ -342,6 +350,31 @@ def markdown(results: dict[str, Any], found: list[Target]) -> list[str]:
                 ],
                 body,
             )
+            entry_rows = [r for r in serving["rows"] if r["model"] == model and "rps_vs_ours" in r]
+            if entry_rows:
+                out += [
+                    "",
+                    "The entry's cost: ours behind HAProxy / ours (container), same cells, "
+                    "same run (RSS: the model container plus HAProxy's):",
+                    "",
+                ]
+                out += _table(
+                    ["rows", "c", "req/s", "p50 added, ms", "p99", "RSS MB"],
+                    (
+                        [
+                            str(r["rows"]),
+                            str(r["concurrency"]),
+                            _pct(r["rps_vs_ours"]),
+                            f"{r['p50_added_ms']:+.2f}",
+                            _fmt(r["p99_vs_ours"], "x"),
+                            f"{r['rss_mb']:.0f}",
+                        ]
+                        for r in entry_rows
+                    ),
+                )
+        entry = serving.get("entry")
+        if entry:
+            out += ["", f"HAProxy entry: {entry}"]
         for model, notes in serving.get("notes", {}).items():
             for name, note in notes.items():
                 out.append(f"\n- {model}, {name}: {note}")
