@@ -114,7 +114,7 @@ CLI_S = 2.0  # whole-process `pipeline promote` / `pipeline rollback`, small ima
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
-    serving = results.get("serving") or {"rows": []}
+    serving = _section(results, "serving") or {"rows": []}
     rows = serving["rows"]
     found: list[Target] = []
     for model in sorted({r["model"] for r in rows}):
@@ -165,7 +165,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         found.append(
             Target(f"{model}: peak RSS under load, ours/MLflow", "<= 1/3", peak, RSS, False, "x")
         )
-    startup = results.get("startup")
+    startup = _section(results, "startup")
     if startup and "ready_s" in startup:
         ours = startup["ready_s"].get("ours")
         found.append(
@@ -201,14 +201,14 @@ def targets(results: dict[str, Any]) -> list[Target]:
                         "x",
                     )
                 )
-    pipeline = results.get("pipeline")
+    pipeline = _section(results, "pipeline")
     if pipeline and "noop" in pipeline:
         found.append(
             Target(
                 "no-op dvc repro", f"< {NOOP_S:g} s", pipeline["noop"]["median"], NOOP_S, False, "s"
             )
         )
-    promotion = results.get("promotion")
+    promotion = _section(results, "promotion")
     if promotion and "promote_s" in promotion.get("large", {}):
         large, small = (promotion[k]["promote_s"]["median"] for k in ("large", "small"))
         found.append(
@@ -247,12 +247,18 @@ def _peak_rss(rows: list[dict[str, Any]], model: str) -> float | None:
 
 
 def write(results: dict[str, Any], *, json_path: Path, md_path: Path) -> None:
-    if "serving" in results:
+    if _section(results, "serving"):
         add_ratios(results["serving"])
     found = targets(results)
     results["targets"] = [t.as_dict() for t in found]
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     md_path.write_text("\n".join(markdown(results, found)) + "\n")
+
+
+def _section(results: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A section's figures, or None when it is absent or failed (its error is listed apart)."""
+    found = results.get(name)
+    return None if not found or "error" in found else dict(found)
 
 
 def _spread(value: dict[str, Any] | None, digits: int = 1) -> str:
@@ -299,7 +305,7 @@ def markdown(results: dict[str, Any], found: list[Target]) -> list[str]:
             for t in found
         ),
     )
-    serving = results.get("serving")
+    serving = _section(results, "serving")
     if serving:
         plan = meta["plan"]
         out += ["", "## Serving", ""]
@@ -378,7 +384,7 @@ def markdown(results: dict[str, Any], found: list[Target]) -> list[str]:
         for model, notes in serving.get("notes", {}).items():
             for name, note in notes.items():
                 out.append(f"\n- {model}, {name}: {note}")
-    startup = results.get("startup")
+    startup = _section(results, "startup")
     if startup:
         out += ["", "## Startup and size", ""]
         body = []
@@ -417,7 +423,7 @@ def markdown(results: dict[str, Any], found: list[Target]) -> list[str]:
         ]
         if "fallback_error" in startup:
             out += ["", f"- {startup['fallback_error']}"]
-    pipeline = results.get("pipeline")
+    pipeline = _section(results, "pipeline")
     if pipeline:
         out += ["", "## Pipeline (`dvc repro`, seconds)", ""]
         out += _table(
@@ -437,7 +443,7 @@ def markdown(results: dict[str, Any], found: list[Target]) -> list[str]:
             ["rows", "data", "cold dvc repro, s"],
             ([f"{s['rows']:,}", s["source"], _spread(s["cold_s"])] for s in pipeline["data_size"]),
         )
-    promotion = results.get("promotion")
+    promotion = _section(results, "promotion")
     if promotion and "small" in promotion:
         out += [
             "",
@@ -469,6 +475,14 @@ def markdown(results: dict[str, Any], found: list[Target]) -> list[str]:
                 ["command", "wall time, s"],
                 ([f"`pipeline {name}`", _spread(value, 2)] for name, value in cli.items()),
             )
+    failed = {
+        name: section["error"]
+        for name, section in results.items()
+        if name != "meta" and isinstance(section, dict) and "error" in section
+    }
+    if failed:
+        out += ["", "## Sections that failed", ""]
+        out += [f"- {name}: `{error.splitlines()[0][:400]}`" for name, error in failed.items()]
     out += ["", "## Setup of this run", ""]
     out += [f"- {k}: {v}" for k, v in meta["setup"].items()]
     return out
