@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -193,7 +194,13 @@ def run_section(lr: Trained, *, work: Path, plan: Plan) -> dict[str, Any]:
         for name in ("small", "large"):
             result[name]["promote_s"] = Spread.of(whole[name]).as_dict(3)
             result[name]["tag_move_ms"] = Spread.of(move[name]).as_dict(1)
-        result["cli"] = _cli_times(settings, digest=digests["large"], lr=lr, runs=plan.cli_runs)
+        result["cli"] = _cli_times(
+            settings,
+            digest=digests["small"],
+            away=lambda: promotion.promote(settings, ref=digests["large"], env="staging"),
+            lr=lr,
+            runs=plan.cli_runs,
+        )
     finally:
         shutil.rmtree(keys, ignore_errors=True)
         _registry("stop", port=port, state=state)
@@ -203,12 +210,15 @@ def run_section(lr: Trained, *, work: Path, plan: Plan) -> dict[str, Any]:
     return result
 
 
-def _cli_times(settings: Any, *, digest: str, lr: Trained, runs: int) -> dict[str, Any]:
+def _cli_times(
+    settings: Any, *, digest: str, away: Callable[[], object], lr: Trained, runs: int
+) -> dict[str, Any]:
     """Whole-process wall time of `pipeline promote` and `pipeline rollback` as a user types
     them: a cold interpreter each time (imports, settings, registry, evidence check, MLflow
-    alias, tag move, state file). Staging holds the small image when this starts; each run
-    promotes the large image's digest, then rolls back to the small one, so both really move
-    the tag. Timed from the host's clock around the child process."""
+    alias, tag move, state file), both landing on the small image's ``digest``: before each,
+    ``away`` (untimed, in-process) moves staging to the large image, so `pipeline promote
+    --image <small>` and the rollback (whose previous entry is then the small image) really
+    move the tag. Timed from the host's clock around the child process."""
     found = Path(sys.executable).parent / "pipeline"
     cli = [str(found)] if found.is_file() else [sys.executable, "-m", "pipeline.cli"]
     environ = project_env()
@@ -228,6 +238,7 @@ def _cli_times(settings: Any, *, digest: str, lr: Trained, runs: int) -> dict[st
     times: dict[str, list[float]] = {name: [] for name in commands}
     for run in range(runs):
         for name, command in commands.items():
+            away()
             started = time.monotonic()
             done = subprocess.run(
                 command, cwd=lr.project, env=environ, capture_output=True, text=True, timeout=300

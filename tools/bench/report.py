@@ -467,8 +467,9 @@ def markdown(results: dict[str, Any], found: list[Target]) -> list[str]:
         if cli:
             out += [
                 "",
-                "Whole process, as typed (a cold interpreter each time; small image's digest "
-                "and the large one's alternately, so every run moves the tag):",
+                "Whole process, as typed (a cold interpreter each time), each landing on the "
+                "small image: `pipeline promote --image <small digest>`, and `pipeline rollback` "
+                "back to it, each after an untimed in-process promotion of the large image:",
                 "",
             ]
             out += _table(
