@@ -230,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
             results,
             "startup",
             lambda: startup.run_section(
-                ours=lr.image, mlflow=mlflow_images.get(lr.kind), base=base, runs=plan.startup_runs
+                ours=lr.image,
+                mlflow=mlflow_images.get(lr.kind),
+                base=base,
+                runs=plan.startup_runs,
+                project=lr.project,
+                work=work / "startup",
             ),
         )
     if "promotion" in sections:

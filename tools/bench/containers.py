@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from tools.bench.load import SERVER_CORE
 
@@ -52,6 +53,19 @@ def run(
     if entrypoint is not None:
         command += ["--entrypoint", entrypoint]
     return docker(*command, image, *args)
+
+
+def run_joined(
+    image: str, *, network_of: str, volumes: Sequence[str] = (), pinned: bool = True
+) -> str:
+    """Start ``image`` detached in ``network_of``'s network namespace (``--network
+    container:``): the two share one loopback, as a sidecar would; nothing is published."""
+    command = ["run", "-d", "--network", f"container:{network_of}"]
+    command += ["--cpuset-cpus", str(SERVER_CORE)] if pinned else []
+    command += ["--label", "gitops-ml-pipeline.bench=1"]
+    for volume in volumes:
+        command += ["-v", volume]
+    return docker(*command, image)
 
 
 def pin(container: str) -> None:
@@ -134,6 +148,27 @@ def build(
         tail = "\n".join(log.read_text().splitlines()[-15:])
         raise EngineError(f"docker build of {tag} failed (log {log}):\n{tail}")
     return time.monotonic() - started
+
+
+def build_tar(
+    context: IO[bytes],
+    *,
+    tag: str,
+    log: Path,
+    build_args: Mapping[str, str] | None = None,
+    timeout: float = 1200,
+) -> None:
+    """``docker build -`` of a tar context (the classic builder, no network); output to ``log``."""
+    command = ["docker", "build", "--network", "none", "-t", tag]
+    for key, value in (build_args or {}).items():
+        command += ["--build-arg", f"{key}={value}"]
+    with log.open("w") as out:
+        done = subprocess.run(
+            [*command, "-"], stdin=context, stdout=out, stderr=subprocess.STDOUT, timeout=timeout
+        )
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise EngineError(f"docker build of {tag} failed (log {log}):\n{tail}")
 
 
 def remove_image(ref: str) -> None:

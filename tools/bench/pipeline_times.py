@@ -51,7 +51,7 @@ def run_section(lr: Trained, *, work: Path, plan: Plan) -> dict[str, Any]:
         result["noop"] = _series(plan.noop_runs, lambda _: projects.repro(lr.project), "no-op")
 
         def serving_code(run: int) -> float:
-            _append(lr.project / "pipeline/serving/app.py", f"\n# bench: code change {run}\n")
+            _append(lr.project / "serving/app.py", f"\n# bench: code change {run}\n")
             return projects.repro(lr.project)
 
         result["code_only"] = _series(plan.code_runs, serving_code, "code-only")

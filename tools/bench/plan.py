@@ -27,6 +27,7 @@ class Plan:
     data_sizes: tuple[int, ...] = (100_000, 1_000_000)
     data_runs: int = 1
     promote_runs: int = 15  # promotions of each image (about 0.1 s each)
+    cli_runs: int = 5  # whole-process `pipeline promote` + `pipeline rollback` pairs
     filler_mb: int = 600  # the large image: ours plus this many MB of random bytes
 
     def as_dict(self) -> dict[str, Any]:
@@ -46,5 +47,6 @@ QUICK = Plan(
     params_runs=1,
     data_sizes=(100_000,),
     promote_runs=1,
+    cli_runs=1,
     filler_mb=500,
 )

@@ -8,6 +8,9 @@ tag. Evidence: a passing report for exactly that digest, written with the writer
 contract-test` uses (pipeline.release.contract_runner) and pushed with `pipeline attest`'s
 function; the bench does not re-run the contract suite (it is not what is timed, and it takes
 minutes). The promotion checks that evidence exactly as it checks a real one.
+
+Then the whole process, as a user runs it: `pipeline promote` and `pipeline rollback`, each a
+cold interpreter (:func:`_cli_times`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,9 +31,22 @@ from tools.bench import containers, servers
 from tools.bench.plan import Plan
 from tools.bench.projects import ROOT, Trained
 from tools.bench.stats import Spread
+from tools.template import env as project_env
 
 log = logging.getLogger("bench")
 REPOSITORY = "bench/breast-cancer-classifier"
+# The passing report needs a hostile-input section too (contract_runner.hostile_report): one
+# case that says it is the bench's, with nothing measured.
+_HOSTILE_CASE = {
+    "statuses": {},
+    "seconds": 0.0,
+    "liveness_max_ms": 0.0,
+    "liveness_probes": 0,
+    "ready": 200,
+    "golden": True,
+    "survived": True,
+    "problems": ["not run: evidence written by tools/bench/promotion_times.py"],
+}
 
 
 def _registry(action: str, *, port: int, state: Path) -> None:
@@ -114,9 +132,9 @@ def run_section(lr: Trained, *, work: Path, plan: Plan) -> dict[str, Any]:
                     sha256=info.labels["ml.model.sha256"],
                 ),
                 summary={
-                    "checks": {c: {"passed": 1} for c in release.REQUIRED_CHECKS},
+                    "checks": {c: {"passed": 1} for c in (*release.REQUIRED_CHECKS, "hostile")},
                     "failed": [],
-                    "properties": {"fuzz_cases": 1},
+                    "properties": {"fuzz_cases": 1, "hostile:bench": _HOSTILE_CASE},
                 },
                 time_to_ready_s=None,
                 started=datetime.now(UTC),
@@ -176,6 +194,13 @@ def run_section(lr: Trained, *, work: Path, plan: Plan) -> dict[str, Any]:
         for name in ("small", "large"):
             result[name]["promote_s"] = Spread.of(whole[name]).as_dict(3)
             result[name]["tag_move_ms"] = Spread.of(move[name]).as_dict(1)
+        result["cli"] = _cli_times(
+            settings,
+            digest=digests["small"],
+            away=lambda: promotion.promote(settings, ref=digests["large"], env="staging"),
+            lr=lr,
+            runs=plan.cli_runs,
+        )
     finally:
         shutil.rmtree(keys, ignore_errors=True)
         _registry("stop", port=port, state=state)
@@ -183,3 +208,45 @@ def run_section(lr: Trained, *, work: Path, plan: Plan) -> dict[str, Any]:
         for ref in [*pushed_refs, images["large"]]:
             containers.remove_image(ref)
     return result
+
+
+def _cli_times(
+    settings: Any, *, digest: str, away: Callable[[], object], lr: Trained, runs: int
+) -> dict[str, Any]:
+    """Whole-process wall time of `pipeline promote` and `pipeline rollback` as a user types
+    them: a cold interpreter each time (imports, settings, registry, evidence check, MLflow
+    alias, tag move, state file), both landing on the small image's ``digest``: before each,
+    ``away`` (untimed, in-process) moves staging to the large image, so `pipeline promote
+    --image <small>` and the rollback (whose previous entry is then the small image) really
+    move the tag. Timed from the host's clock around the child process."""
+    found = Path(sys.executable).parent / "pipeline"
+    cli = [str(found)] if found.is_file() else [sys.executable, "-m", "pipeline.cli"]
+    environ = project_env()
+    environ |= {
+        "REGISTRY": settings.registry,
+        "IMAGE_REPOSITORY": REPOSITORY,
+        "REGISTRY_INSECURE": "true",
+        "DEPLOY_DIR": str(settings.deploy_dir),
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "PROMOTED_BY": "bench",
+        "RELEASE_SIGNERS_DIR": str(settings.release_signers_dir),
+    }
+    commands = {
+        "promote": [*cli, "promote", "--image", digest, "--to", "staging"],
+        "rollback": [*cli, "rollback", "--env", "staging", "--reason", "bench"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for run in range(runs):
+        for name, command in commands.items():
+            away()
+            started = time.monotonic()
+            done = subprocess.run(
+                command, cwd=lr.project, env=environ, capture_output=True, text=True, timeout=300
+            )
+            times[name].append(time.monotonic() - started)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"`pipeline {name}` exited {done.returncode}: {done.stderr.strip()[-500:]}"
+                )
+            log.info("pipeline %s run %d/%d: %.2f s", name, run + 1, runs, times[name][-1])
+    return {name: Spread.of(values).as_dict(3) for name, values in times.items()}

@@ -37,6 +37,10 @@ class Server:
     _pids: Callable[[], list[int]] = field(repr=False)
     _stop: Callable[[], None] = field(repr=False)
     _pin: Callable[[], None] = field(repr=False)
+    container: str | None = None  # the container's id, for a container
+
+    def pids(self) -> list[int]:
+        return self._pids()
 
     def rss_bytes(self) -> int:
         return processes.rss_bytes(self._pids())
@@ -117,6 +121,7 @@ def start_container(
         _pids=lambda: containers.pids(container),
         _stop=lambda: containers.remove(container),
         _pin=lambda: containers.pin(container),
+        container=container,
     )
 
 

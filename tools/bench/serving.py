@@ -18,7 +18,7 @@ from typing import Any
 
 from sklearn.datasets import load_breast_cancer
 
-from tools.bench import bentoml_env, containers, load, servers
+from tools.bench import bentoml_env, containers, entry, load, servers
 from tools.bench.plan import CONCURRENCY, KEY_CONCURRENCY, ROWS, Plan
 from tools.bench.projects import Trained
 from tools.bench.servers import Server, StartError
@@ -26,6 +26,29 @@ from tools.bench.stats import Spread
 
 log = logging.getLogger("bench")
 HELLO = Path(__file__).with_name("hello_app.py")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The deploy's HAProxy entry image and its config (tools.bench.entry)."""
+
+    image: str
+    config: Path
+    port: int
+    admin: int
+
+
+def entry_setup(trained: Trained, *, work: Path) -> tuple[Entry | None, str]:
+    """The entry image and config, built once; None and why when it cannot be."""
+    from pipeline.errors import PipelineError
+
+    try:
+        image = entry.image(base=str(trained.image_info["base"]["ref"]), work=work)
+        config, port, admin = entry.config(work)
+    except (PipelineError, containers.EngineError, StartError, OSError) as exc:
+        log.warning("the HAProxy entry is left out: %s", exc)
+        return None, f"left out: {exc}"[:800]
+    return Entry(image, config, port, admin), f"{image}, config {config}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,7 @@ def start_all(
     mlflow_image: str | None,
     bentoml: Path | None,
     notes: dict[str, str],
+    entry_setup: Entry | None = None,
 ) -> list[Server]:
     """Every server that starts, in table order; a failure is noted, not fatal. They start
     side by side on both cores, then move to the server core before any load (start-up
@@ -81,6 +105,21 @@ def start_all(
             pinned=False,
         )
     }
+    if entry_setup is not None:
+        starters["ours-haproxy"] = lambda: entry.start(
+            servers.start_container(
+                name="ours-haproxy",
+                title="ours behind HAProxy (entry)",
+                image=trained.image,
+                ready_path="/v2/health/ready",
+                workers="1",
+                pinned=False,
+            ),
+            entry_image=entry_setup.image,
+            cfg=entry_setup.config,
+            port=entry_setup.port,
+            admin=entry_setup.admin,
+        )
     if mlflow_image:
         starters["mlflow-container"] = lambda: servers.start_container(
             name="mlflow-container",
@@ -280,6 +319,7 @@ def run_section(
 ) -> dict[str, Any]:
     bodies = write_bodies(work / "bodies")
     result: dict[str, Any] = {"rows": [], "servers": {}, "notes": {}}
+    haproxy, result["entry"] = entry_setup(models[0], work=work / "entry")
     for trained in models:
         notes: dict[str, str] = {}
         running = start_all(
@@ -288,6 +328,7 @@ def run_section(
             mlflow_image=mlflow_images.get(trained.kind),
             bentoml=bentoml,
             notes=notes,
+            entry_setup=haproxy,
         )
         try:
             running = check_answers(running, bodies, notes)

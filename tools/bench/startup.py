@@ -1,18 +1,24 @@
 """Startup and size: container start to ready, ours against MLflow's, alternating; the images'
-sizes on the same base."""
+sizes on the same base, and the size of the scikit-learn fallback image of the same model
+(built once here: :mod:`tools.bench.fallback_image`)."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from tools.bench import containers, servers
+from pipeline.errors import PipelineError
+from tools.bench import containers, fallback_image, servers
 from tools.bench.stats import Spread
 
 log = logging.getLogger("bench")
 
 
-def run_section(*, ours: str, mlflow: str | None, base: str, runs: int) -> dict[str, Any]:
+def run_section(
+    *, ours: str, mlflow: str | None, base: str, runs: int, project: Path, work: Path
+) -> dict[str, Any]:
+    """``project``: the copy ``ours`` was built in (its fallback image is built from it)."""
     images = {"ours": (ours, "/v2/health/ready")}
     if mlflow:
         images["mlflow-container"] = (mlflow, "/ping")
@@ -42,4 +48,23 @@ def run_section(*, ours: str, mlflow: str | None, base: str, runs: int) -> dict[
             "above_base_mb": round((size - base_size) / 1e6, 1),
         }
     result["size"]["base"] = {"image": base, "bytes": base_size, "mb": round(base_size / 1e6, 1)}
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        tag, seconds = fallback_image.build(project, base=base, log=work / "fallback-image.log")
+    except (containers.EngineError, PipelineError, OSError, ValueError) as exc:
+        result["fallback_error"] = f"the scikit-learn fallback image did not build: {exc}"[:800]
+        log.warning("%s", result["fallback_error"])
+        return result
+    try:
+        size = containers.image_size(tag)
+    finally:
+        containers.remove_image(tag)
+    result["size"]["sklearn-fallback"] = {
+        "image": tag,
+        "bytes": size,
+        "mb": round(size / 1e6, 1),
+        "above_base_mb": round((size - base_size) / 1e6, 1),
+        "build_s": round(seconds, 1),
+    }
+    log.info("scikit-learn fallback image: %.0f MB (built in %.0f s)", size / 1e6, seconds)
     return result
