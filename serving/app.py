@@ -52,13 +52,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from serving.batching import MicroBatcher
 from serving.codec import dumps
 from serving.errors import ServingError
 from serving.handlers import (
     JSON,
+    Deferred,
     Handler,
     Handlers,
     Request,
@@ -70,9 +68,7 @@ from serving.handlers import (
 from serving.limits import Gate, Limits, release_memory
 from serving.loader import LoadedModel, ModelState
 from serving.metrics import Metrics
-from serving.protocols.mlflow import parse_invocation, predictions
 from serving.routes import Router
-from serving.runtime import OnnxRuntime
 from serving.settings import Settings
 
 __all__ = ["ServingApp", "create_app"]
@@ -89,7 +85,7 @@ _CLOSE = (b"connection", b"close")
 #: request waits for a slot (the server's wait, not the client's); it set the other on expiry.
 WAITING = "serving.waiting_for_slot"
 TIMED_OUT = "serving.body_timed_out"
-#: uvicorn's set of running request tasks (micro-batching prototype: "is this request alone?")
+#: uvicorn's set of running request tasks: whether a request has company (serving.batching)
 TASKS = "serving.tasks"
 
 
@@ -122,11 +118,6 @@ class ServingApp:
         )
         self._pool: ThreadPoolExecutor | None = None
         self._started = False
-        # Prototype (issue 18): SERVING_BATCH_WINDOW_MS unset: no batching at all.
-        window = os.environ.get("SERVING_BATCH_WINDOW_MS")
-        self._batch_window_s = None if window is None else float(window) / 1000
-        self._batch_max_rows = int(os.environ.get("SERVING_BATCH_MAX_ROWS", "32"))
-        self._batcher: MicroBatcher | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -154,48 +145,13 @@ class ServingApp:
                 for handler in _access.handlers:  # the access lines before this one
                     handler.flush()
                 _log.info("shutting down: in-flight requests have completed")
-                if self._batcher is not None:
-                    _log.info(
-                        "micro-batching: %d rows in %d batches",
-                        self._batcher.batched_rows,
-                        self._batcher.batches,
-                    )
+                batches, rows = self.metrics.batch_totals
+                if batches:
+                    _log.info("micro-batching: %d rows in %d batches", rows, batches)
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-    async def _invocations(self, request: Request, scope: Scope) -> Response:
-        """/invocations with micro-batching: parse and validate per request; a 1-row numeric
-        request predicts at once when it is alone, else joins the batch (serving.batching).
-        "Alone": no other request's task exists yet (serving.server puts the server's task set
-        in the scope): tasks of requests that arrived in the same wake-up are queued behind
-        this one, and a request runs to its answer without yielding unless it waits."""
-        handlers = self.handlers
-        served = handlers._served()
-        runtime = served.loaded.runtime
-        x = parse_invocation(request.body, request.content_type, served.schema)
-        running = len(scope.get(TASKS, ()))
-        if (
-            running > 1
-            and isinstance(runtime, OnnxRuntime)
-            and isinstance(x, np.ndarray)
-            and len(x) == 1
-        ):
-            runtime.check(x)
-            if self._batcher is None:
-                assert self._batch_window_s is not None
-                self._batcher = MicroBatcher(
-                    run=runtime.session.run,
-                    window_s=self._batch_window_s,
-                    max_rows=self._batch_max_rows,
-                )
-            labels = await self._batcher.submit(x, running=running)
-        else:
-            labels = runtime.predict(x)
-        handlers._observe(served, x, labels)
-        served.exposures.record(request.request_id, request.headers, labels)
-        return Response(200, predictions(labels))
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -234,7 +190,7 @@ class ServingApp:
                 body_read = True
             request = Request(
                 method, path, body, content_type, request_id, header_length, match.version,
-                scope["headers"],
+                scope["headers"], 0 if large else len(scope.get(TASKS, ())),
             )  # fmt: skip
             if large:  # parse and predict off the loop; the slot was taken to read the body
                 try:
@@ -244,10 +200,11 @@ class ServingApp:
                     )
                 finally:
                     self.gate.release()
-            elif self._batch_window_s is not None and template == "/invocations":
-                response = await self._invocations(request, scope)
             else:
-                response = handler(request)
+                answer = handler(request)
+                if isinstance(answer, Deferred):  # joined a micro-batch (serving.batching)
+                    answer = answer.answer(await answer.outputs)
+                response = answer
         except ServingError as exc:
             response = _error(exc, oip=path.startswith("/v2"), allowed=allowed)
         except _DisconnectedError:  # or cut off by the body deadline, which answered 408
@@ -346,9 +303,12 @@ class ServingApp:
 
 
 def _large(handler: Handler, request: Request) -> Response:
-    """A large request, in a worker thread; then its freed memory goes back to the system."""
+    """A large request, in a worker thread; then its freed memory goes back to the system.
+    It never joins a micro-batch (``in_flight`` is 0), so the answer is a Response."""
     try:
-        return handler(request)
+        response = handler(request)
+        assert isinstance(response, Response)
+        return response
     finally:
         release_memory()
 

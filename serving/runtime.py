@@ -190,7 +190,7 @@ class OnnxRuntime:
         return self._session
 
     def check(self, x: Batch) -> None:
-        """A request's own 422 for a value beyond float32 (before it joins a batch)."""
+        """A request's own 400 for a value beyond float32 (before it joins a micro-batch)."""
         numeric = (
             [(j, a) for j, a in enumerate(x.arrays) if a.dtype != object]
             if isinstance(x, Columns)
