@@ -36,6 +36,9 @@ full, or after ``SERVING_QUEUE_TIMEOUT_S``: 503 with ``Retry-After``. An answer 
 part of a body unread closes the connection. Connections, headers and idle keep-alive are
 bounded in :mod:`.server`.
 
+Concurrent 1-row requests for labels on an ONNX classifier may share one model call
+(:mod:`.batching`, ``SERVING_BATCH_*``); each keeps its own validation, status and answer.
+
 Every response carries ``X-Request-ID`` (the client's, if it sent a sane one, else generated)
 and produces one JSON access-log line (``serving.access``): method, path, status,
 latency_ms, request_id. Settings come from ``SERVING_*`` variables (:mod:`.settings`).

@@ -99,7 +99,7 @@ class Deferred:
     answer: Callable[[Outputs], Response]
 
 
-Handler = Callable[[Request], "Response | Deferred"]
+Handler = Callable[[Request], Response | Deferred]
 
 
 def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Served:

@@ -1,12 +1,14 @@
-"""The micro-batching prototype (serving/batching.py) against the unbatched image, interleaved.
+"""Micro-batching (serving/batching.py) against the image before it, interleaved.
 
     python -m tools.bench.microbatch UNBATCHED_IMAGE BATCHED_IMAGE [--runs 6] [--seconds 3]
 
 Both images serve the same model; build them from one image with only ``serving/`` replaced
-(``FROM <image>`` + ``COPY serving/ /opt/app/serving/``, once from each branch), so the
-request path is the only difference. Three servers run side by side on the server core: the
-unbatched image, the batched one with ``SERVING_BATCH_WINDOW_MS=0`` (dispatch at the end of
-the event-loop iteration) and with ``=1`` (wait up to 1 ms). wrk loads the 1-row body at c=1, 8
+(``FROM <image>`` + ``COPY serving/ /opt/app/serving/``, once from branch ``bench``, once from
+a branch with batching), so the request path is the only difference. Four servers run side by
+side on the server core: the unbatched image; the batched one with batching turned off
+(``SERVING_BATCH_MAX_ROWS=1``: what the shipped code costs when it does not batch), with its
+defaults (``SERVING_BATCH_WINDOW_MS=0``: dispatch at the end of the event-loop iteration) and
+with ``SERVING_BATCH_WINDOW_MS=1`` (wait up to 1 ms). wrk loads the 1-row body at c=1, 8
 and 32, every server once per run in turn (order reversed on odd runs), pinned like the bench
 (wrk on core 0, in the container's namespace). Per run: req/s, p99, and the container's CPU
 time per request (cgroup ``usage_usec`` over wrk's request count: steadier than req/s on a
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     bodies = write_bodies(ROOT / "build/bench/microbatch")
     configs = {
         "unbatched": (args.unbatched, {}),
-        "batched, window 0": (args.batched, {"SERVING_BATCH_WINDOW_MS": "0"}),
+        "batched, turned off": (args.batched, {"SERVING_BATCH_MAX_ROWS": "1"}),
+        "batched, window 0 (default)": (args.batched, {}),
         "batched, window 1 ms": (args.batched, {"SERVING_BATCH_WINDOW_MS": "1"}),
     }
     running = {
