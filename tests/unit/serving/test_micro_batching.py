@@ -91,3 +91,27 @@ def test_a_runtime_failure_fails_every_request_of_the_batch_with_the_500_it_has_
         for i in range(4)
     ]
     assert app.metrics.batch_totals == (0, 0)
+
+
+def test_a_client_gone_while_its_batch_waits_does_not_break_the_batch(
+    app: ServingApp, model_dir: Any
+) -> None:
+    bodies = _bodies(model_dir, 6)
+    alone = [asyncio.run(_post(app, b, request_id="a", tasks={object()})) for b in bodies]
+
+    async def scenario() -> list[Any]:
+        in_flight: set[object] = {object() for _ in range(len(bodies) + 1)}  # one never joins
+        requests = [
+            asyncio.ensure_future(_post(app, b, request_id=f"r{i}", tasks=in_flight))
+            for i, b in enumerate(bodies)
+        ]
+        await asyncio.sleep(0)  # each request ran up to waiting for its batch
+        requests[2].cancel()  # as the server cancels a request whose client went away
+        return await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 10)
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 2] == [
+        a for i, a in enumerate(alone) if i != 2
+    ]
+    assert app.metrics.batch_totals == (1, 6)
