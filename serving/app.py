@@ -36,6 +36,9 @@ full, or after ``SERVING_QUEUE_TIMEOUT_S``: 503 with ``Retry-After``. An answer 
 part of a body unread closes the connection. Connections, headers and idle keep-alive are
 bounded in :mod:`.server`.
 
+Concurrent 1-row requests for labels on an ONNX classifier may share one model call
+(:mod:`.batching`, ``SERVING_BATCH_*``); each keeps its own validation, status and answer.
+
 Every response carries ``X-Request-ID`` (the client's, if it sent a sane one, else generated)
 and produces one JSON access-log line (``serving.access``): method, path, status,
 latency_ms, request_id. Settings come from ``SERVING_*`` variables (:mod:`.settings`).
@@ -56,6 +59,7 @@ from serving.codec import dumps
 from serving.errors import ServingError
 from serving.handlers import (
     JSON,
+    Deferred,
     Handler,
     Handlers,
     Request,
@@ -84,6 +88,8 @@ _CLOSE = (b"connection", b"close")
 #: request waits for a slot (the server's wait, not the client's); it set the other on expiry.
 WAITING = "serving.waiting_for_slot"
 TIMED_OUT = "serving.body_timed_out"
+#: uvicorn's set of running request tasks: whether a request has company (serving.batching)
+TASKS = "serving.tasks"
 
 
 class _DisconnectedError(Exception):
@@ -142,6 +148,9 @@ class ServingApp:
                 for handler in _access.handlers:  # the access lines before this one
                     handler.flush()
                 _log.info("shutting down: in-flight requests have completed")
+                batches, rows = self.metrics.batch_totals
+                if batches:
+                    _log.info("micro-batching: %d rows in %d batches", rows, batches)
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
                 await send({"type": "lifespan.shutdown.complete"})
@@ -184,7 +193,7 @@ class ServingApp:
                 body_read = True
             request = Request(
                 method, path, body, content_type, request_id, header_length, match.version,
-                scope["headers"],
+                scope["headers"], 0 if large else len(scope.get(TASKS, ())),
             )  # fmt: skip
             if large:  # parse and predict off the loop; the slot was taken to read the body
                 try:
@@ -195,7 +204,10 @@ class ServingApp:
                 finally:
                     self.gate.release()
             else:
-                response = handler(request)
+                answer = handler(request)
+                if isinstance(answer, Deferred):  # joined a micro-batch (serving.batching)
+                    answer = answer.answer(await answer.outputs)
+                response = answer
         except ServingError as exc:
             response = _error(exc, oip=path.startswith("/v2"), allowed=allowed)
         except _DisconnectedError:  # or cut off by the body deadline, which answered 408
@@ -294,9 +306,12 @@ class ServingApp:
 
 
 def _large(handler: Handler, request: Request) -> Response:
-    """A large request, in a worker thread; then its freed memory goes back to the system."""
+    """A large request, in a worker thread; then its freed memory goes back to the system.
+    It never joins a micro-batch (``in_flight`` is 0), so the answer is a Response."""
     try:
-        return handler(request)
+        response = handler(request)
+        assert isinstance(response, Response)
+        return response
     finally:
         release_memory()
 

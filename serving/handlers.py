@@ -9,11 +9,15 @@ loader thread, before readiness flips.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
+from serving.batching import MicroBatcher, Outputs
 from serving.codec import dumps
 from serving.docs import docs_page
 from serving.errors import ServingError
@@ -25,10 +29,20 @@ from serving.metrics import Metrics
 from serving.openapi import openapi_document
 from serving.protocols import oip
 from serving.protocols.mlflow import parse_invocation, predictions
+from serving.runtime import OnnxRuntime
 from serving.schema import Batch, Columns, InputSchema
 from serving.settings import Settings
 
-__all__ = ["Handler", "Handlers", "Request", "Response", "Served", "not_ready", "prepare"]
+__all__ = [
+    "Deferred",
+    "Handler",
+    "Handlers",
+    "Request",
+    "Response",
+    "Served",
+    "not_ready",
+    "prepare",
+]
 
 _log = logging.getLogger("serving")
 JSON = b"application/json"
@@ -47,6 +61,9 @@ class Request:
     version: str | None = None
     #: the raw ASGI headers (read only by the exposure log, during an experiment)
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: requests in flight, this one included, when it may join a micro-batch
+    #: (:mod:`serving.batching`); 0: predict at once (a large request, in a thread)
+    in_flight: int = 0
 
 
 @dataclass(slots=True)
@@ -67,9 +84,22 @@ class Served:
     openapi: bytes
     docs: bytes
     exposures: Exposures
+    #: None: every request predicts alone (batching off, or not an ONNX classifier of one
+    #: matrix)
+    batcher: MicroBatcher | None = None
 
 
-Handler = Callable[[Request], Response]
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A handler's answer that waits for a shared model call: the app awaits ``outputs`` on the
+    event loop, then ``answer`` turns them into the response exactly as the unbatched path
+    would (so errors raised by either are handled as the handler's own)."""
+
+    outputs: asyncio.Future[Outputs]
+    answer: Callable[[Outputs], Response]
+
+
+Handler = Callable[[Request], Response | Deferred]
 
 
 def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Served:
@@ -88,6 +118,19 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
         large_requests=settings.large_requests,
     )
     _check_memory(limits, schema)
+    batcher = None
+    if (
+        settings.batching
+        and isinstance(runtime, OnnxRuntime)
+        and not schema.mixed
+        and not card.regression  # its values, like probabilities, are float32 sums
+    ):
+        batcher = MicroBatcher(
+            run=runtime.session.run,
+            window_s=settings.batch_window_ms / 1000,
+            max_rows=settings.batch_max_rows,
+            observe=metrics.observe_batch,
+        )
     facts = asdict(card)
     facts.pop("features")
     metadata = {
@@ -119,6 +162,12 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
             "header_timeout_s": settings.header_timeout_s,
             "keepalive_timeout_s": settings.keepalive_timeout_s,
             "max_connections": settings.max_connections,
+        },
+        # Concurrent 1-row requests sharing one model call (serving.batching).
+        "batching": {
+            "enabled": batcher is not None,
+            "window_ms": settings.batch_window_ms,
+            "max_rows": settings.batch_max_rows,
         },
     }
     v2 = oip.model_metadata(
@@ -154,6 +203,7 @@ def prepare(loaded: LoadedModel, *, settings: Settings, metrics: Metrics) -> Ser
             model_version=card.model_version,
             classes=card.classes,
         ),
+        batcher=batcher,
     )
 
 
@@ -192,13 +242,47 @@ class Handlers:
 
     # -- MLflow scoring protocol -----------------------------------------------------------
 
-    def invocations(self, request: Request) -> Response:
+    def invocations(self, request: Request) -> Response | Deferred:
         served = self._served()
         x = parse_invocation(request.body, request.content_type, served.schema)
-        labels = served.loaded.runtime.predict(x)
-        self._observe(served, x, labels)
-        served.exposures.record(request.request_id, request.headers, labels)
-        return Response(200, predictions(labels))
+
+        def answer(outputs: Outputs) -> Response:
+            labels = outputs[0]
+            self._observe(served, x, labels)
+            served.exposures.record(request.request_id, request.headers, labels)
+            return Response(200, predictions(labels))
+
+        return self.predict(served, request, x, answer, probabilities=False)
+
+    def predict(
+        self,
+        served: Served,
+        request: Request,
+        x: Batch,
+        answer: Callable[[Outputs], Response],
+        *,
+        probabilities: bool,
+    ) -> Response | Deferred:
+        """The one place a prediction request meets the runtime: at once, or, for a 1-row
+        numeric request on ONNX that wants labels only and has company, in a micro-batch
+        (:mod:`serving.batching`). Without ``probabilities`` the second output is an empty
+        slice of the labels."""
+        runtime = served.loaded.runtime
+        if probabilities:  # float32 sums depend on the batch's shape: never batched
+            return answer(runtime.predict_with_probabilities(x))
+        batcher = served.batcher
+        if (
+            batcher is not None
+            and request.in_flight > 1
+            and isinstance(runtime, OnnxRuntime)
+            and isinstance(x, np.ndarray)
+            and len(x) == 1
+        ):
+            runtime.check(x)  # the request's own 400, before it joins
+            future = batcher.submit(x, running=request.in_flight)
+            return Deferred(future, lambda outputs: answer((outputs[0], outputs[0][:0])))
+        labels = runtime.predict(x)
+        return answer((labels, labels[:0]))
 
     def feedback(self, request: Request) -> Response:
         accepted = self._served().exposures.feedback(request.body, request.content_type)
@@ -258,7 +342,7 @@ class Handlers:
         served = self._model(request)
         return Response(200, dumps({"name": served.loaded.card.model_name, "ready": True}))
 
-    def infer(self, request: Request) -> Response:
+    def infer(self, request: Request) -> Response | Deferred:
         served = self._model(request)
         parsed = oip.parse_infer(
             request.body,
@@ -267,22 +351,24 @@ class Handlers:
             outputs=oip.outputs_of(served.loaded.card),
         )
         runtime = served.loaded.runtime
-        if "probabilities" in parsed.outputs:
-            labels, probabilities = runtime.predict_with_probabilities(parsed.x)
-        else:
-            labels = runtime.predict(parsed.x)
-            probabilities = labels[:0]
-        self._observe(served, parsed.x, labels)
-        served.exposures.record(request.request_id, request.headers, labels)
-        body = oip.infer_response(
-            card=served.loaded.card,
-            probability_datatype=runtime.probability_datatype,
-            labels=labels,
-            probabilities=probabilities,
-            outputs=parsed.outputs,
-            request_id=parsed.id or request.request_id,
+
+        def answer(outputs: Outputs) -> Response:
+            labels, probabilities = outputs
+            self._observe(served, parsed.x, labels)
+            served.exposures.record(request.request_id, request.headers, labels)
+            body = oip.infer_response(
+                card=served.loaded.card,
+                probability_datatype=runtime.probability_datatype,
+                labels=labels,
+                probabilities=probabilities,
+                outputs=parsed.outputs,
+                request_id=parsed.id or request.request_id,
+            )
+            return Response(200, body)
+
+        return self.predict(
+            served, request, parsed.x, answer, probabilities="probabilities" in parsed.outputs
         )
-        return Response(200, body)
 
     def _model(self, request: Request) -> Served:
         served = self._served()

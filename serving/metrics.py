@@ -10,6 +10,9 @@ name                                     type       labels
 ``serving_unknown_categories_total``     counter    ``column``: values a categorical column
                                                     never saw in training (served, ignored)
 ``serving_rows_per_request``             histogram  -
+``serving_batches_total``                counter    - (model calls shared by concurrent 1-row
+                                                    requests, :mod:`serving.batching`)
+``serving_batched_rows_total``           counter    - (the rows, one per request, in those)
 ``serving_model_info``                   info       name, version, run id, runtime, git commit
 ``serving_ready``                        gauge      1 once the model is verified and warm
 =======================================  =========  ===========================================
@@ -87,6 +90,18 @@ class Metrics:
             buckets=_ROW_BUCKETS,
             registry=self.registry,
         )
+        self._batches = Counter(
+            "serving_batches_total",
+            "Model calls that served concurrent 1-row requests together (serving.batching).",
+            registry=self.registry,
+        )
+        self._batched_rows = Counter(
+            "serving_batched_rows_total",
+            "Rows predicted in those calls (one per request).",
+            registry=self.registry,
+        )
+        #: (batches, rows in them) so far, for the shutdown log line
+        self.batch_totals = (0, 0)
         self._info = Info("serving_model", "The model being served.", registry=self.registry)
         self._ready = Gauge("serving_ready", "1 when the model is ready.", registry=self.registry)
         self._request_children: dict[tuple[str, str, int], Any] = {}
@@ -120,6 +135,11 @@ class Metrics:
                 child = self._predictions.labels(str(label), *self._arm)
                 self._class_children[label] = child
             child.inc(count)
+
+    def observe_batch(self, rows: int) -> None:
+        self._batches.inc()
+        self._batched_rows.inc(rows)
+        self.batch_totals = (self.batch_totals[0] + 1, self.batch_totals[1] + rows)
 
     def set_model(self, info: dict[str, str], *, ready: bool) -> None:
         self._info.info(info)

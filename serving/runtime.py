@@ -182,6 +182,15 @@ class OnnxRuntime:
         return self.predict_with_probabilities(x)[0]
 
     def predict_with_probabilities(self, x: Batch) -> tuple[Labels, npt.NDArray[Any]]:
+        self.check(x)
+        return self._session.run(x)
+
+    @property
+    def session(self) -> OnnxSession:
+        return self._session
+
+    def check(self, x: Batch) -> None:
+        """A request's own 400 for a value beyond float32 (before it joins a micro-batch)."""
         numeric = (
             [(j, a) for j, a in enumerate(x.arrays) if a.dtype != object]
             if isinstance(x, Columns)
@@ -197,7 +206,6 @@ class OnnxRuntime:
                     f"{values[tuple(where)]!r} is beyond float32 range, which this model's "
                     "ONNX runtime computes in"
                 )
-        return self._session.run(x)
 
 
 class SklearnRuntime:

@@ -43,7 +43,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from serving.app import TIMED_OUT, WAITING, ServingApp, create_app
+from serving.app import TASKS, TIMED_OUT, WAITING, ServingApp, create_app
 from serving.codec import dumps
 from serving.logs import configure_logging
 from serving.settings import Settings
@@ -196,6 +196,8 @@ class GuardedProtocol(HttpToolsProtocol):
         else:
             super().on_headers_complete()
         cycle = self.cycle
+        if cycle is not None:
+            cast(dict[str, Any], cycle.scope)[TASKS] = self.tasks
         if (
             cycle is not None
             and cycle.scope["method"] != "HEAD"  # its response writes no body to carry the head

@@ -42,6 +42,10 @@ variable                         default       meaning
                                                experiment (metrics labelled, exposures logged)
 ``SERVING_EXPERIMENT``           (none)        the experiment's id (its hashing salt)
 ``SERVING_USER_HEADER``          ``X-User-Id`` the header naming the user (logged hashed)
+``SERVING_BATCH_WINDOW_MS``      ``0``         micro-batching (:mod:`serving.batching`): how long
+                                               a 1-row request that has company waits for more;
+                                               0: until the end of the current event-loop turn
+``SERVING_BATCH_MAX_ROWS``       ``32``        rows in one micro-batch; ``1`` turns batching off
 ===============================  ============  =====================================================
 
 A bad value is an error that names the variable, raised before anything listens.
@@ -98,6 +102,9 @@ class Settings:
     variant: str = ""
     experiment: str = ""
     user_header: str = "X-User-Id"
+    batch_window_ms: float = 0.0
+    #: 1: no micro-batching
+    batch_max_rows: int = 32
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -150,7 +157,18 @@ class Settings:
             variant=_choice(env, "SERVING_VARIANT", default.variant, _VARIANTS),
             experiment=_pattern(env, "SERVING_EXPERIMENT", default.experiment, _EXPERIMENT_ID),
             user_header=_pattern(env, "SERVING_USER_HEADER", default.user_header, _HEADER_NAME),
+            batch_window_ms=_number(
+                env, "SERVING_BATCH_WINDOW_MS", default.batch_window_ms, low=0, high=1000
+            ),
+            batch_max_rows=_integer(
+                env, "SERVING_BATCH_MAX_ROWS", default.batch_max_rows, low=1, high=10_000
+            ),
         )
+
+    @property
+    def batching(self) -> bool:
+        """Whether concurrent 1-row requests may share one model call."""
+        return self.batch_max_rows > 1
 
 
 @overload
@@ -171,6 +189,19 @@ def _integer(
         raise SettingsError(f"{name}={raw!r} is not an integer") from None
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw[:80]!r} is not a number") from None
+    if not low <= value <= high:  # NaN compares False: rejected too
+        raise SettingsError(f"{name}={raw.strip()[:80]} is outside {low:g}..{high:g}")
     return value
 
 

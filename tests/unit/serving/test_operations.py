@@ -129,6 +129,41 @@ def test_a_bad_setting_is_an_error_naming_the_variable(name: str, value: str) ->
         Settings.from_env({name: value})
 
 
+def test_micro_batching_is_on_by_default_with_window_0_and_max_rows_1_turns_it_off() -> None:
+    default = Settings.from_env({})
+    assert (default.batch_window_ms, default.batch_max_rows, default.batching) == (0, 32, True)
+    tuned = Settings.from_env({"SERVING_BATCH_WINDOW_MS": "1.5", "SERVING_BATCH_MAX_ROWS": "8"})
+    assert (tuned.batch_window_ms, tuned.batch_max_rows, tuned.batching) == (1.5, 8, True)
+    assert not Settings.from_env({"SERVING_BATCH_MAX_ROWS": "1"}).batching
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [("SERVING_BATCH_WINDOW_MS", "-1", r"SERVING_BATCH_WINDOW_MS=-1 is outside 0\.\.1000"),
+     ("SERVING_BATCH_WINDOW_MS", "soon", r"SERVING_BATCH_WINDOW_MS='soon' is not a number"),
+     ("SERVING_BATCH_WINDOW_MS", "nan", r"SERVING_BATCH_WINDOW_MS=nan is outside"),
+     ("SERVING_BATCH_WINDOW_MS", "inf", r"SERVING_BATCH_WINDOW_MS=inf is outside"),
+     ("SERVING_BATCH_MAX_ROWS", "0", r"SERVING_BATCH_MAX_ROWS=0 is outside 1\.\.10000"),
+     ("SERVING_BATCH_MAX_ROWS", "2.5", r"SERVING_BATCH_MAX_ROWS='2.5' is not an integer")],
+)  # fmt: skip
+def test_a_bad_batching_setting_is_a_one_line_error_naming_the_variable(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=f"^{message}") as raised:
+        Settings.from_env({name: value})
+    assert "\n" not in str(raised.value)
+
+
+def test_a_bad_batching_setting_stops_the_server_before_it_listens() -> None:
+    environ = {**os.environ, "PYTHONPATH": str(REPO), "SERVING_BATCH_WINDOW_MS": "-2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "serving", "models"],
+        env=environ, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "SERVING_BATCH_WINDOW_MS=-2 is outside 0..1000" in done.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("runtime", ["onnx", "sklearn"])
 def test_serving_works_without_the_packages_the_serving_image_lacks(
     model_dir: Any, runtime: str
