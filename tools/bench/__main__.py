@@ -39,8 +39,9 @@ from tools.bench.projects import ROOT, Trained
 
 log = logging.getLogger("bench")
 SHARED_NOTE = (
-    "other sessions ran tests on this 2-core machine during the run, so absolute figures "
-    "drift; every ratio compares servers measured in the same run, interleaved."
+    "other sessions may run tests on this 2-core virtual machine (the load averages below say "
+    "how busy it was), so absolute figures drift from run to run; every ratio compares servers "
+    "measured in the same run, interleaved."
 )
 
 
