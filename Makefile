@@ -20,17 +20,21 @@ LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --ge
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-# Byte-code is compiled once here: with PYTHONDONTWRITEBYTECODE set every process would
-# otherwise re-compile what it imports (MLflow alone: seconds of every `pipeline` command, DVC
-# stage and test that spawns one).
+# Byte-code: Python writes a module's .pyc the first time it imports it, unless
+# PYTHONDONTWRITEBYTECODE is set (some machines and images set it). Then nothing is cached and
+# every process re-compiles what it imports (MLflow alone: seconds of every `pipeline` command,
+# DVC stage and test that spawns one), so install compiles all of site-packages once (1-2 min
+# on 2 cores, 9/10 of a cold install). Without it, install skips that: each process compiles
+# only what it imports, once. The workflows unset it for their jobs for that reason.
+COMPILE := $(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode)
 $(VENV)/.installed: requirements/pipeline.lock requirements/dev.lock pyproject.toml
 	@command -v python3.11 >/dev/null || { echo "Python 3.11 is required (python3.11 not found on PATH)." >&2; exit 1; }
 	@test -x $(PY) || python3.11 -m venv $(VENV)
 	@test -x $(UV) || $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --default-pip >/dev/null
 	@test -x $(UV) || $(PY) -m pip install --quiet --isolated $(if $(CA_BUNDLE),--cert $(CA_BUNDLE)) --index-url https://pypi.org/simple uv==0.13.9
-	$(UV) pip sync --python $(PY) --quiet --compile-bytecode requirements/pipeline.lock requirements/dev.lock
+	$(UV) pip sync --python $(PY) --quiet $(COMPILE) requirements/pipeline.lock requirements/dev.lock
 	$(UV) pip install --python $(PY) --quiet --no-deps -e .
-	@$(PY) -m compileall -q -j 0 pipeline serving estimators tools >/dev/null
+	@$(if $(COMPILE),$(PY) -m compileall -q -j 0 pipeline serving estimators tools >/dev/null,:)
 	@touch $@
 
 .PHONY: install
