@@ -27,11 +27,15 @@ help: ## list the targets
 # on 2 cores, 9/10 of a cold install). Without it, install skips that: each process compiles
 # only what it imports, once. The workflows unset it for their jobs for that reason.
 COMPILE := $(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode)
+# uv, the installer: put in the new venv by its base interpreter's pip (--prefix; no pip in the
+# venv, which ensurepip takes seconds to install), else by a pip ensurepip puts in the venv.
+PIP_UV := --quiet --isolated --disable-pip-version-check --root-user-action=ignore \
+	$(if $(CA_BUNDLE),--cert $(CA_BUNDLE)) --index-url https://pypi.org/simple uv==0.13.9
 $(VENV)/.installed: requirements/pipeline.lock requirements/dev.lock pyproject.toml
 	@command -v python3.11 >/dev/null || { echo "Python 3.11 is required (python3.11 not found on PATH)." >&2; exit 1; }
-	@test -x $(PY) || python3.11 -m venv $(VENV)
-	@test -x $(UV) || $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --default-pip >/dev/null
-	@test -x $(UV) || $(PY) -m pip install --quiet --isolated $(if $(CA_BUNDLE),--cert $(CA_BUNDLE)) --index-url https://pypi.org/simple uv==0.13.9
+	@test -x $(PY) || python3.11 -m venv --without-pip $(VENV)
+	@test -x $(UV) || "$$($(PY) -c 'import sys; print(sys._base_executable)')" -m pip install $(PIP_UV) --prefix $(VENV) 2>/dev/null \
+		|| { $(PY) -m ensurepip --default-pip >/dev/null && $(PY) -m pip install $(PIP_UV); }
 	$(UV) pip sync --python $(PY) --quiet $(COMPILE) requirements/pipeline.lock requirements/dev.lock
 	$(UV) pip install --python $(PY) --quiet --no-deps -e .
 	@$(if $(COMPILE),$(PY) -m compileall -q -j 0 pipeline serving estimators tools >/dev/null,:)

@@ -262,7 +262,7 @@ def test_rollback_returns_production_to_the_previous_digest_as_a_new_entry(world
 def test_a_large_image_is_promoted_in_about_the_time_of_a_small_one(
     world: World, engine: Engine
 ) -> None:
-    base = world.refs["B"]  # the workspace's model: the contract suite runs on both
+    base = world.refs["B"]  # the workspace's model, contract-tested for real
     small = derived(engine, base, f"{IMAGE_NAME}:small", "LABEL test.variant=small")
     large = derived(
         engine,
@@ -277,9 +277,9 @@ def test_a_large_image_is_promoted_in_about_the_time_of_a_small_one(
         started = time.monotonic()
         digest = engine.push(engine.client.images.get(ref).id, repository=repository, tags=[name])
         pushed = time.monotonic() - started
-        world.pipeline("contract-test", "--image", ref)  # the real suite, on this image
-        report = artifacts.read_report(world.work / "build/contract-report.json")
-        attach(world, digest, signed_evidence(world, engine, ref, digest, report=report))
+        # B's model plus a label (and a filler layer): a complete passing report for this
+        # image, signed for real. What is timed is the release, not the suite (which B passed).
+        attach(world, digest, signed_evidence(world, engine, ref, digest))
         world.digests[name], world.refs[name] = digest, ref
         blobs = world.blobs()
         done = world.pipeline("promote", "--image", digest, "--to", "staging")
