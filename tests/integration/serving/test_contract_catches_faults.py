@@ -6,6 +6,7 @@ but is wrong in one way, and the suite is run against it as CI would run it.
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def run_contract(base_url: str, model_dir: Path, tmp_path: Path, *tests: str) ->
             f"--junitxml={report}",
         ],
         cwd=REPO,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},  # as the runner does
         capture_output=True,
         text=True,
         timeout=600,
