@@ -286,6 +286,8 @@ def delete_alias(settings: Settings, *, name: str, alias: str) -> None:
         ) from None
 
 
+#: how long a command waits for another process's write lock on a SQLite store
+BUSY_TIMEOUT_S = 30
 #: the schema revision (alembic head) of a SQLite store the pinned MLflow creates or migrates;
 #: tests/integration/test_tracking_direct.py proves it equals the installed MLflow's head
 MLFLOW_SCHEMA = "dc11669786a5"
@@ -317,7 +319,11 @@ def _direct(settings: Settings, *, alias: str | None) -> Iterator[sqlite3.Connec
         yield None  # MLflow creates a store that is not there yet
         return
     try:
-        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5, isolation_level=None)
+        # A writer holds the lock for milliseconds, but a loaded machine can stall it for
+        # seconds: wait up to BUSY_TIMEOUT_S for it rather than fail the command.
+        db = sqlite3.connect(
+            f"file:{path}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None
+        )
     except sqlite3.Error:
         yield None
         return
