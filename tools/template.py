@@ -54,6 +54,9 @@ def copy_template(source: Path, target: Path) -> Path:
     run(target, *GIT, "add", ".")
     run(target, *GIT, "commit", "-qm", "template")
     dvc(target, "init", "-q")
+    # DVC's settings as a clone of the template has them (analytics off: no DVC command here
+    # spawns the daemon that reports usage over the network)
+    shutil.copy2(source / ".dvc/config", target / ".dvc/config")
     return target
 
 
