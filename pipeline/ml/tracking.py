@@ -104,7 +104,7 @@ def log_training(
         mlflow.log_metrics(metrics)
         mlflow.set_tags(tags)
         dataset = mlflow.data.from_pandas(train_frame, targets=target, name="train")
-        mlflow.log_input(dataset, context="training")
+        _log_input(mlflow, dataset)
         signature = infer_signature(input_example, model.predict(input_example))
         import skops.io
 
@@ -128,6 +128,24 @@ def log_training(
             registered_name, str(version), "sweep.parent_run_id", parent_run_id
         )
     return RegisteredModel(run_id=run.info.run_id, name=registered_name, version=str(version))
+
+
+def _log_input(mlflow: Any, dataset: Any) -> None:
+    """``mlflow.log_input`` for the training context, safe against a concurrent run.
+
+    MLflow's SQL store looks the dataset up and inserts it when missing, in two steps: two runs
+    logging the same data at once (`pipeline sweep --jobs 2`) can both miss it, and the second
+    insert fails on the store's unique key. The failed write was rolled back, and by then the
+    row exists, so the one retry links this run to it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.log_input(dataset, context="training")
+    except MlflowException as exc:
+        message = str(exc).lower()
+        if "datasets" not in message or not ("unique" in message or "duplicate" in message):
+            raise
+        mlflow.log_input(dataset, context="training")
 
 
 def log_evaluation(*, run_id: str, metrics: dict[str, float], files: list[Path]) -> None:
