@@ -53,7 +53,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from serving.codec import dumps
 from serving.errors import ServingError
@@ -70,6 +70,7 @@ from serving.handlers import (
 )
 from serving.limits import Gate, Limits, release_memory
 from serving.loader import LoadedModel, ModelState
+from serving.logs import JsonFormatter, direct_handler
 from serving.metrics import Metrics
 from serving.routes import Router
 from serving.settings import Settings
@@ -288,14 +289,26 @@ class ServingApp:
     ) -> None:
         seconds = time.perf_counter() - started
         self.metrics.observe_request(template, method, status, seconds)
-        if self.settings.access_log and _access.isEnabledFor(logging.INFO):
-            fields = {
-                "method": method,
-                "path": path,
-                "status": status,
-                "latency_ms": round(seconds * 1000, 3),
-                "request_id": request_id,
-            }
+        if not self.settings.access_log:
+            return
+        handler = direct_handler(_access, logging.INFO)
+        if handler is None and not _access.isEnabledFor(logging.INFO):
+            return
+        fields = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "latency_ms": round(seconds * 1000, 3),
+            "request_id": request_id,
+        }
+        if handler is not None:  # as configured by the server: the line, without a record
+            formatter = cast(JsonFormatter, handler.formatter)
+            line = formatter.line(
+                time.time(), "INFO", _access.name, f"{method} {path} {status}", fields
+            )
+            with handler.lock:  # type: ignore[union-attr]
+                handler.add(line)
+        else:
             # makeRecord + handle: what Logger.info does, minus walking the stack for the
             # caller's file and line, which an access log line does not need (~30 % cheaper).
             record = _access.makeRecord(

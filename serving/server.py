@@ -336,6 +336,9 @@ def run(settings: Settings) -> None:
         "log_config": None,
         "server_header": False,
         "date_header": False,
+        # uvicorn's X-Forwarded-* rewrite of the client address and scheme: nothing here
+        # reads either, and the middleware cost every request a header scan.
+        "proxy_headers": False,
         "timeout_graceful_shutdown": settings.graceful_timeout,
         "log_level": settings.log_level,
         "http": GuardedProtocol,

@@ -54,3 +54,17 @@ def test_parity_reports_rows_whose_class_differs(model_dir: Any) -> None:
     parity = check_parity(flipped, graph, golden_matrix(model_dir))
     assert not parity.ok and not parity.classes_match
     assert parity.mismatched_rows and parity.max_abs_diff > ONNX_TOLERANCE
+
+
+def test_the_session_answers_as_onnxruntimes_public_run_does(model_dir: Any) -> None:
+    """OnnxSession calls the compiled session, skipping the wrapper's per-call input check;
+    the answers must be the wrapper's, bit for bit."""
+    from serving.runtime import OnnxSession
+
+    session = OnnxSession((model_dir.models / "model.onnx").read_bytes())
+    public = session._session  # onnxruntime.InferenceSession
+    assert session._run != public.run  # the direct path is the one taken
+    x = golden_matrix(model_dir).astype(np.float64)
+    labels, probabilities = session.run(x)
+    want = public.run(None, {public.get_inputs()[0].name: x.astype(np.float32)})
+    assert np.array_equal(labels, want[0]) and np.array_equal(probabilities, want[1])

@@ -3,6 +3,7 @@ settings: what operators and client generators rely on."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from serving.errors import SettingsError
-from serving.logs import JsonFormatter
+from serving.logs import BatchedHandler, JsonFormatter, direct_handler
 from serving.settings import Settings
 from tests.support.serving import REPO, Client
 
@@ -89,6 +90,36 @@ def test_each_request_writes_one_structured_access_log_line(
     assert line["method"] == "GET" and line["path"] == "/nowhere" and line["status"] == 404
     assert line["request_id"] == "r-1" and line["latency_ms"] >= 0
     assert line["level"] == "info" and line["ts"].endswith("Z")
+
+
+def test_the_servers_access_log_writes_the_line_a_record_would(client: Client) -> None:
+    """Configured as the server configures it (one BatchedHandler, no propagation), the
+    access log skips the LogRecord; the line must be the one the record would have made."""
+    stream = io.StringIO()
+    handler = BatchedHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    access = logging.getLogger("serving.access")
+    saved = access.handlers[:], access.propagate, access.level
+    access.handlers[:], access.propagate = [handler], False
+    access.setLevel(logging.INFO)
+    try:
+        assert direct_handler(access, logging.INFO) is handler
+        client.get("/nowhere", headers={"X-Request-ID": "r-2"})
+        handler.flush()
+    finally:
+        access.handlers[:], access.propagate = saved[:2]
+        access.setLevel(saved[2])
+    (written,) = stream.getvalue().splitlines()
+    line = json.loads(written)
+    fields = {k: line[k] for k in ("method", "path", "status", "latency_ms", "request_id")}
+    record = access.makeRecord(
+        access.name, logging.INFO, "", 0, "%s %s %d", ("GET", "/nowhere", 404), None,
+        extra={"fields": fields},
+    )  # fmt: skip
+    want = json.loads(JsonFormatter().format(record))
+    assert list(line) == list(want)  # same keys, same order
+    assert {**line, "ts": ""} == {**want, "ts": ""} and line["request_id"] == "r-2"
+    assert line["ts"][:16] == want["ts"][:16] and line["ts"].endswith("Z")
 
 
 def test_unknown_route_returns_404_envelope(client: Client) -> None:
