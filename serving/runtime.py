@@ -29,6 +29,7 @@ ONNX-served model never pays scikit-learn's import time or memory.
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import warnings
 from collections.abc import Iterator
@@ -115,6 +116,9 @@ class OnnxSession:
     def __init__(self, model: bytes, *, text_columns: tuple[bool, ...] | None = None) -> None:
         """``text_columns``: for a graph with one input per column (a model with categorical
         columns), which of them are strings, in model order; None: one matrix input."""
+        # Before onnxruntime initialises, which latches the choice: no usage telemetry
+        # uploaded from wherever a model is served or checked (the image sets it too).
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
 
         options = ort.SessionOptions()

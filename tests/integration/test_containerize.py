@@ -137,8 +137,13 @@ def test_repro_ends_with_a_labelled_non_root_image_that_turns_healthy_and_serves
         assert container.exec_run(["sh", "-c", "command -v gcc cc pip"]).exit_code != 0
         port = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
         metadata = get(f"http://127.0.0.1:{port}/metadata")
+        logs = container.logs().decode()
     finally:
         container.remove(force=True)
+    # Every line a log shipper reads is JSON: onnxruntime's own (telemetry) warning included.
+    lines = [line for line in logs.splitlines() if line]
+    assert all(line.startswith("{") and json.loads(line) for line in lines), logs[-2000:]
+    assert "ORT_DISABLE_TELEMETRY=1" in config["Env"]
     assert metadata["model_name"] == labels["ml.model.name"]
     assert metadata["model_version"] == labels["ml.model.version"]
     assert metadata["run_id"] == labels["ml.mlflow.run_id"]
