@@ -104,11 +104,12 @@ swarm: docker ## make this engine a one-node Swarm manager if it is in none (ide
 	@scripts/swarm.sh start
 
 .PHONY: test
-# TEST_WORKERS=2 spreads the suite over pytest-xdist workers (tests/support/system.py groups it):
-# 29 min against 49 serially on 2 cores (716 passed both ways, 2026-12-07); an earlier 2-worker
-# run lost one racing-promotion test, so it stays opt-in until it has passed more than once.
-TEST_WORKERS ?= 0
-test: install docker base-image ## run every test (unit, integration, e2e, real Docker engine); slow ones included (TEST_WORKERS=2: on 2 workers)
+# The suite runs on TEST_WORKERS pytest-xdist workers (tests/support/system.py groups it; the
+# Swarm tests stay on one worker): 29-31 min against 49 serially on 2 cores (fresh clones,
+# 2026-12-07: 716 and 719 passed; the one 2-worker failure before, two promotions racing for
+# MLflow's SQLite store, was fixed by a 30 s busy timeout). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+test: install docker base-image ## run every test (unit, integration, e2e, real Docker engine) on 2 workers (TEST_WORKERS=0: in one process)
 	$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder) --durations=25
 
 .PHONY: test-unit

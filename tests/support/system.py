@@ -1,8 +1,8 @@
 """Debian packages the tests drive (Podman, docker-registry), installed when absent on root
 Debian, and how the suite is split over pytest-xdist workers.
 
-`make test TEST_WORKERS=2` runs the suite on two workers (`-n 2 --dist loadscope`, scheduled
-by `GroupScheduling`; plain `make test` runs it in one process). A worker runs whole groups:
+`make test` runs the suite on two workers (`TEST_WORKERS=2`: `-n 2 --dist loadscope`, scheduled
+by `GroupScheduling`; `TEST_WORKERS=0` runs it in one process). A worker runs whole groups:
 every module is one group (its module-scoped world is built once), the release tests' shared
 world is one, and the two Swarm modules are one, so no two Swarm tests run at once (the Swarm is
 one per machine). The longest groups are handed out first.
