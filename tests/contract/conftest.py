@@ -18,6 +18,7 @@ import pytest
 from pipeline.config import ContractParams, load_params
 from serving.card import read_card, read_golden
 from serving.runtime import declared_tolerance
+from tests.contract import clients
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +28,7 @@ def base_url(pytestconfig: pytest.Config) -> str:
 
 @pytest.fixture(scope="session")
 def http(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=30) as client:
+    with clients.client(base_url, timeout=30) as client:
         yield client
 
 

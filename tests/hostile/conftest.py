@@ -31,6 +31,7 @@ import pytest
 
 from pipeline.image.engine import Condition, Container, Engine, MemoryGauge
 from serving.runtime import regression_error
+from tests.contract import clients
 from tests.contract.conftest import base_url, budgets, card, golden, http, infer_path, tolerance
 from tests.hostile.wire import Answer, probe_liveness
 
@@ -215,7 +216,7 @@ class Monitor:
             if kills is not None and self.oom_kills is not None and kills > self.oom_kills:
                 case.problems.append(f"the OOM killer ended {kills - self.oom_kills} process(es)")
                 self.oom_kills = kills
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+        with clients.client(self.base_url, timeout=30) as client:
             try:
                 ready = client.get("/v2/health/ready").status_code
                 predicted = client.post(

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.contract import clients
 from tests.contract.test_golden_parity import assert_answers
 from tests.hostile.conftest import Case, ServerLimits
 from tests.hostile.wire import Answer, connect, exchange, head, read_answer
@@ -118,7 +119,7 @@ def golden_rows(golden: dict[str, Any], n: int) -> tuple[list[list[float]], list
 
 def post(http: httpx.Client, case: Case, path: str, body: bytes, headers: dict[str, str]) -> int:
     """POST over a connection of its own (a hostile request may close it); record the answer."""
-    with httpx.Client(base_url=str(http.base_url), timeout=120) as client:
+    with clients.client(str(http.base_url), timeout=120) as client:
         status = case.saw(client.post(path, content=body, headers=headers))
     assert status is not None
     return status
@@ -148,7 +149,7 @@ def test_a_full_batch_of_legitimate_rows_is_served_in_every_format(
         pytest.skip("a model with categorical columns takes one V2 tensor per column")
     rows, labels = golden_rows(golden, limits.max_rows)
     path, body, headers = encode(fmt, rows, golden["features"], infer_path, text)
-    with httpx.Client(base_url=str(http.base_url), timeout=120) as client:
+    with clients.client(str(http.base_url), timeout=120) as client:
         started = time.perf_counter()
         response = client.post(path, content=body, headers=headers)
         seconds = time.perf_counter() - started
@@ -289,7 +290,7 @@ def test_two_hundred_connections_that_promise_a_body_and_stall_get_408(
             sock = connect(base_url)
             sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: hostile.test\r\nX-Slow: ")
             dripping.append(sock)
-        with httpx.Client(base_url=base_url, timeout=10) as client:  # served meanwhile
+        with clients.client(base_url, timeout=10) as client:  # served meanwhile
             assert case.saw(client.get("/v2/health/ready")) == 200
         started = time.monotonic()
         deadline = max(limits.body_timeout_s, limits.header_timeout_s) + 10
@@ -342,7 +343,7 @@ def test_a_burst_of_random_paths_gets_404_or_405_and_adds_no_metric_series(
     burst = [(rng.choice(methods), path(rng.choice(kinds))) for _ in range(2000)]
 
     def send(requests: list[tuple[str, str]]) -> list[httpx.Response]:
-        with httpx.Client(base_url=str(http.base_url), timeout=30) as client:
+        with clients.client(str(http.base_url), timeout=30) as client:
             return [client.request(method, url) for method, url in requests]
 
     with ThreadPoolExecutor(8) as pool:
@@ -492,7 +493,7 @@ def test_full_batches_sent_at_once_are_served_or_told_to_retry_never_dropped(
     senders = limits.large_requests + limits.large_queue + 8
 
     def send(_: int) -> httpx.Response:
-        with httpx.Client(base_url=base_url, timeout=120) as client:
+        with clients.client(base_url, timeout=120) as client:
             return client.post("/invocations", content=body, headers=JSON_HEADERS)
 
     barrier = threading.Barrier(senders)

@@ -12,7 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
+from tests.contract import clients
 
 FAULTS = ("prob_offset", "missing_column_500")
 
@@ -32,7 +32,7 @@ def _corrupt(fault: str, path: str, status: int, body: bytes) -> tuple[int, byte
 class FaultProxy:
     def __init__(self, *, upstream: str, fault: str) -> None:
         assert fault in FAULTS, fault
-        client = httpx.Client(base_url=upstream, timeout=30)
+        client = clients.client(upstream, timeout=30)
 
         class Handler(BaseHTTPRequestHandler):
             def _forward(self) -> None:

@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from tests.contract import clients
+
 
 @dataclass
 class Fault:
@@ -75,7 +77,9 @@ class FaultProxy:
         self.gates: list[Gate] = []
         self.log: list[str] = []  # "METHOD path -> status", every request
         self._lock = threading.Lock()
-        client = httpx.Client(base_url=upstream, timeout=30, follow_redirects=False)
+        client = httpx.Client(
+            base_url=upstream, timeout=30, follow_redirects=False, verify=clients.tls()
+        )
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):

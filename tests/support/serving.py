@@ -36,6 +36,7 @@ from sklearn.preprocessing import StandardScaler
 from pipeline.ml.onnx_export import check_parity, to_onnx
 from serving.app import ServingApp, create_app
 from serving.settings import Settings
+from tests.contract import clients
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -190,7 +191,7 @@ class Server:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.logs()
             try:
-                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
+                if clients.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
                     return time.monotonic() - self.started
             except httpx.TransportError:
                 pass

@@ -38,7 +38,11 @@ def world(
     work = copy_template(template_root, root / "project")
     edit_params(work, "image", name=f"gmab-{run_id}")
     edit_params(work, "validate", champion={"enabled": False})
-    edit_params(work, "contract", latency_p95_ms=250, time_to_ready_s=60)  # a shared machine
+    # a shared machine; the real suite, smaller (the full-size run is test_containerize's)
+    edit_params(
+        work, "contract", latency_p95_ms=250, time_to_ready_s=60, fuzz_cases=100,
+        latency_requests=50,
+    )  # fmt: skip
     stack, port, stats_port = f"gmab-{run_id}", free_port(), free_port()
     topology = {
         "environments": {

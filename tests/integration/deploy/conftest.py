@@ -234,8 +234,13 @@ def world(
     edit_params(work, "validate", champion={"enabled": False})
     # These tests are about deploying: D1 and D2 go through the real contract suite so that the
     # real promotion accepts them, but its timing budgets are the contract tests' business, and
-    # here they run beside a Swarm stack on a 2-core machine shared with other work.
-    edit_params(work, "contract", latency_p95_ms=250, time_to_ready_s=60)
+    # here they run beside a Swarm stack on a 2-core machine shared with other work. The suite
+    # is the real one, smaller (as the release tests run it): the full-size run is
+    # test_containerize's.
+    edit_params(
+        work, "contract", latency_p95_ms=250, time_to_ready_s=60, fuzz_cases=100,
+        latency_requests=50,
+    )  # fmt: skip
     stack, port, stats_port = f"gmdeploy-{run_id}", free_port(), free_port()
     topology = {
         "environments": {

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.contract import clients as http_clients
 from tests.support.serving import Server, start_server
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def _rows(model_dir: Any) -> list[list[float]]:
 
 
 def _batches(server: Server) -> tuple[float, float]:
-    text = httpx.get(server.url + "/metrics").text
+    text = http_clients.get(server.url + "/metrics").text
     found = dict(re.findall(r"^(serving_batch(?:es|ed_rows)_total) (\S+)$", text, re.M))
     return float(found["serving_batches_total"]), float(found["serving_batched_rows_total"])
 
@@ -36,7 +37,9 @@ async def _concurrently(
 ) -> list[httpx.Response]:
     """Each request on one of ``clients`` keep-alive connections, all sent at once."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=server.url, limits=limits, timeout=30, verify=http_clients.tls()
+    ) as client:
         return await asyncio.gather(*(client.post(path, **kw) for path, kw in requests))
 
 
@@ -52,7 +55,7 @@ def test_concurrent_1_row_requests_are_batched_and_get_exactly_the_sequential_an
     batching_server: Server, model_dir: Any
 ) -> None:
     server, rows = batching_server, _rows(model_dir)
-    with httpx.Client(base_url=server.url) as client:
+    with http_clients.client(server.url, timeout=5) as client:
         metadata = client.get("/metadata").json()
         assert metadata["batching"] == {"enabled": True, "window_ms": 0.0, "max_rows": 32}
         alone = [client.post("/invocations", json={"inputs": [r]}).json() for r in rows]
@@ -146,7 +149,7 @@ def test_batching_can_be_turned_off_with_max_rows_1(model_dir: Any, tmp_path: Pa
     server = start_server(model_dir.models, tmp_path, SERVING_BATCH_MAX_ROWS="1")
     try:
         server.wait_ready()
-        metadata = httpx.get(server.url + "/metadata").json()
+        metadata = http_clients.get(server.url + "/metadata").json()
         assert metadata["batching"] == {"enabled": False, "window_ms": 0.0, "max_rows": 1}
         body = {"json": {"inputs": [_rows(model_dir)[0]]}}
         responses = asyncio.run(_concurrently(server, [("/invocations", body)] * 64, clients=32))

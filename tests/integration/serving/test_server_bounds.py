@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.contract import clients
 from tests.hostile.wire import connect, exchange, head, read_answer
 from tests.support.serving import Server, start_server
 
@@ -81,7 +81,7 @@ def test_past_the_connection_limit_requests_get_503_but_health_answers(quick: Se
         busy = read_answer(extra, timeout=5)
         assert busy.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in busy.lower()
         assert b"SERVING_MAX_CONNECTIONS" in busy
-        with httpx.Client(base_url=quick.url, timeout=5) as client:
+        with clients.client(quick.url, timeout=5) as client:
             assert client.get("/v2/health/live").status_code == 200
             assert client.get("/v2/health/ready").status_code == 200
         for _ in range(70):
@@ -93,7 +93,7 @@ def test_past_the_connection_limit_requests_get_503_but_health_answers(quick: Se
         for sock in held:
             sock.close()
     time.sleep(0.5)
-    assert httpx.get(quick.url + "/metadata", timeout=5).status_code == 200
+    assert clients.get(quick.url + "/metadata", timeout=5).status_code == 200
 
 
 def test_the_body_deadline_does_not_run_while_a_large_request_waits_for_its_slot(

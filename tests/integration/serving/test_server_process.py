@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.contract import clients
 from tests.support.serving import Server, start_server
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def rows(model_dir: Any, n: int) -> list[list[float]]:
 def test_server_gets_ready_and_answers_both_protocols(server: Server, model_dir: Any) -> None:
     seconds = server.wait_ready()
     assert seconds < 10, f"ready after {seconds:.2f} s"
-    with httpx.Client(base_url=server.url) as client:
+    with clients.client(server.url, timeout=5) as client:
         assert client.get("/v2/health/live").status_code == 200
         predictions = client.post("/invocations", json={"inputs": rows(model_dir, 3)}).json()
         assert predictions == {"predictions": [g["label"] for g in model_dir.golden[:3]]}
@@ -92,8 +92,8 @@ def test_tampered_model_never_becomes_ready_and_the_process_logs_why(
             time.sleep(0.05)
         assert "sha256" in server.logs()
         for _ in range(5):
-            assert httpx.get(server.url + "/v2/health/ready").status_code == 503
-            assert httpx.get(server.url + "/v2/health/live").status_code == 200
+            assert clients.get(server.url + "/v2/health/ready").status_code == 503
+            assert clients.get(server.url + "/v2/health/live").status_code == 200
             time.sleep(0.1)
     finally:
         assert server.stop() == 0
@@ -109,7 +109,7 @@ def test_two_workers_keep_alive_requests_do_not_pay_the_nagle_delay(
     try:
         server.wait_ready()
         body = {"inputs": rows(model_dir, 1)}
-        with httpx.Client(base_url=server.url) as client:
+        with clients.client(server.url, timeout=5) as client:
             client.post("/invocations", json=body)
             timings = []
             for _ in range(40):
