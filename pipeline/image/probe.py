@@ -24,6 +24,9 @@ log = logging.getLogger("pipeline")
 PORT = 8080
 
 
+REQUEST_TIMEOUT_S = 5.0  # one readiness poll; the golden requests get the rest of the budget
+
+
 class SmokeFailed(Exception):
     """A smoke-check step failed; the caller adds the container's log."""
 
@@ -44,7 +47,12 @@ def smoke_check(
         url = f"http://127.0.0.1:{container.host_port}"
         try:
             ready = wait_ready(container, url, started=started, timeout=timeout)
-            answer = _golden_request(url, card=card, row=golden.rows[0], tighter=tighter)
+            # The golden requests get what is left of the budget (at least a poll's 5 s): the
+            # first answers of a freshly started model can be slow on a loaded CI machine.
+            left = max(REQUEST_TIMEOUT_S, timeout - (time.monotonic() - started))
+            answer = _golden_request(
+                url, card=card, row=golden.rows[0], tighter=tighter, timeout=left
+            )
             answer["libraries"] = runtime_libraries(container, runtime=card.runtime)
         except SmokeFailed as exc:
             raise ImageError(
@@ -113,15 +121,16 @@ def wait_ready(container: Container, url: str, *, started: float, timeout: float
 
 
 def _golden_request(
-    url: str, *, card: ModelCard, row: GoldenRow, tighter: float | None
+    url: str, *, card: ModelCard, row: GoldenRow, tighter: float | None, timeout: float
 ) -> dict[str, Any]:
-    runtime = str(_ok(f"{url}/metadata")["runtime"]["name"])
+    runtime = str(_ok(f"{url}/metadata", timeout=timeout)["runtime"]["name"])
     if runtime != card.runtime:
         raise SmokeFailed(f"serves with {runtime}, but the image promises {card.runtime}")
     tolerance = declared_tolerance(runtime, tighter=tighter, task=card.task)
-    labels = _ok(f"{url}/invocations", {"dataframe_records": [row.inputs]})["predictions"]
+    records = {"dataframe_records": [row.inputs]}
+    labels = _ok(f"{url}/invocations", records, timeout=timeout)["predictions"]
     tensors = request_tensors(card.features, [row.inputs])
-    infer = _ok(f"{url}/v2/models/{card.model_name}/infer", {"inputs": tensors})
+    infer = _ok(f"{url}/v2/models/{card.model_name}/infer", {"inputs": tensors}, timeout=timeout)
     outputs = {o["name"]: o["data"] for o in infer["outputs"]}
     if card.regression:
         diff = max(
@@ -150,19 +159,21 @@ def _golden_request(
     return {"runtime": runtime, "label": row.label, "max_abs_diff": diff, "tolerance": tolerance}
 
 
-def _ok(url: str, body: dict[str, Any] | None = None) -> Any:
-    status, answer = _http(url, body)
+def _ok(url: str, body: dict[str, Any] | None = None, *, timeout: float) -> Any:
+    status, answer = _http(url, body, timeout=timeout)
     if status != 200:
         raise SmokeFailed(f"{url}: HTTP {status} {answer}")
     return answer
 
 
-def _http(url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def _http(
+    url: str, body: dict[str, Any] | None = None, *, timeout: float = REQUEST_TIMEOUT_S
+) -> tuple[int, Any]:
     """(status, JSON body, or its text when not JSON); no answer at all raises."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
