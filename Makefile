@@ -105,9 +105,10 @@ swarm: docker ## make this engine a one-node Swarm manager if it is in none (ide
 
 .PHONY: test
 # The suite runs on TEST_WORKERS pytest-xdist workers (tests/support/system.py groups it; the
-# Swarm tests stay on one worker): 29-31 min against 49 serially on 2 cores (fresh clones,
+# Swarm tests stay on one worker): 28.5-31 min against 49 serially on 2 cores (fresh clones,
 # 2026-12-07: 716 and 719 passed; the one 2-worker failure before, two promotions racing for
-# MLflow's SQLite store, was fixed by a 30 s busy timeout). TEST_WORKERS=0: one process.
+# MLflow's SQLite store, was fixed by a 30 s busy timeout). The cores stay ~92 % busy (vmstat),
+# so a third worker would not help: only less work does. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: install docker base-image ## run every test (unit, integration, e2e, real Docker engine) on 2 workers (TEST_WORKERS=0: in one process)
 	$(BIN)/pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder) --durations=25
