@@ -55,6 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
+from serving.batching import Outputs
 from serving.codec import dumps
 from serving.errors import ServingError
 from serving.handlers import (
@@ -72,10 +73,10 @@ from serving.limits import Gate, Limits, release_memory
 from serving.loader import LoadedModel, ModelState
 from serving.logs import JsonFormatter, direct_handler
 from serving.metrics import Metrics
-from serving.routes import Router
+from serving.routes import Match, Router
 from serving.settings import Settings
 
-__all__ = ["ServingApp", "create_app"]
+__all__ = ["Exchange", "ServingApp", "create_app"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -158,44 +159,23 @@ class ServingApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        if not self._started:
-            self.start()
-        method: str = scope["method"]
-        path: str = scope["path"]
-        content_type = request_id = header_length = length = None
-        chunked = False
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"x-request-id":
-                request_id = value.decode("latin-1")
-            elif name == b"content-length":
-                length = value
-            elif name == b"inference-header-content-length":
-                header_length = value.decode("latin-1")
-            elif name == b"transfer-encoding":
-                chunked = True
-        if not request_id or len(request_id) > 200 or not request_id.isprintable():
-            request_id = os.urandom(16).hex()  # a uuid4's entropy at a quarter of its cost
-        match = self.router.match(method, path)
-        template, handler, allowed = match.template, match.handler, match.allowed
+        head, match, exchange = self._begin(scope)
+        method, path, handler = exchange.method, exchange.path, match.handler
         body_read = False
         try:
             if handler is None:
-                raise _no_route(method, path, allowed)
+                raise _no_route(method, path, match.allowed)
             body = b""
             large = False
             if method == "POST":
                 served = self.state.served
                 if served is None:  # not worth reading a body it cannot serve
                     raise not_ready(self.state)
-                body, large = await self._read_body(scope, receive, length, served.limits)
+                body, large = await self._read_body(scope, receive, head.length, served.limits)
                 body_read = True
-            request = Request(
-                method, path, body, content_type, request_id, header_length, match.version,
-                scope["headers"], 0 if large else len(scope.get(TASKS, ())),
-            )  # fmt: skip
+            request = head.request(
+                method, path, body, match.version, 0 if large else len(scope.get(TASKS, ()))
+            )
             if large:  # parse and predict off the loop; the slot was taken to read the body
                 try:
                     loop = asyncio.get_running_loop()
@@ -209,30 +189,57 @@ class ServingApp:
                 if isinstance(answer, Deferred):  # joined a micro-batch (serving.batching)
                     answer = answer.answer(await answer.outputs)
                 response = answer
-        except ServingError as exc:
-            response = _error(exc, oip=path.startswith("/v2"), allowed=allowed)
         except _DisconnectedError:  # or cut off by the body deadline, which answered 408
             status = 408 if scope.get(TIMED_OUT) else 499
-            self._finish(method, path, template, status, request_id, started)
+            self.finish(exchange, status)
             return
-        except MemoryError:  # an allocation the bounds let through: the request's fault
-            _log.warning("out of memory on %s %s (request %s)", method, path, request_id)
-            response = _error(_out_of_memory(), oip=path.startswith("/v2"), allowed=allowed)
-        except Exception:  # a bug, not bad input: answer 500 and log the traceback
-            _log.exception("unhandled error on %s %s (request %s)", method, path, request_id)
-            internal = ServingError(500, "INTERNAL_ERROR", f"internal error; request {request_id}")
-            response = _error(internal, oip=path.startswith("/v2"), allowed=allowed)
-        headers = [
-            (b"content-type", response.content_type),
-            (b"content-length", str(len(response.body)).encode()),
-            (b"x-request-id", request_id.encode("latin-1")),
-            *response.headers,
-        ]
-        if not body_read and (chunked or (length is not None and length != b"0")):
+        except Exception as exc:
+            response = exchange.failed(exc)
+        headers = exchange.headers(response)
+        if not body_read and (head.chunked or (head.length is not None and head.length != b"0")):
             headers.append(_CLOSE)  # the rest of the body is never read: no keep-alive
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
-        self._finish(method, path, template, response.status, request_id, started)
+        self.finish(exchange, response.status)
+
+    def whole(
+        self, scope: Scope, body: bytes, in_flight: int
+    ) -> tuple[Exchange, Response | Deferred]:
+        """A request whose body has all arrived (``serving.server`` calls this without an ASGI
+        task when its head and body came in one read and the body is not large): the answer,
+        or a micro-batch's :class:`Deferred` to settle with :meth:`Exchange.settle`. Then
+        :meth:`finish`. Answers exactly as :meth:`_http` would."""
+        head, match, exchange = self._begin(scope)
+        method, path = exchange.method, exchange.path
+        try:
+            if match.handler is None:
+                raise _no_route(method, path, match.allowed)
+            if method == "POST" and self.state.served is None:
+                raise not_ready(self.state)
+            return exchange, match.handler(
+                head.request(method, path, body, match.version, in_flight)
+            )
+        except Exception as exc:
+            return exchange, exchange.failed(exc)
+
+    def _begin(self, scope: Scope) -> tuple[_Head, Match[Handler], Exchange]:
+        started = time.perf_counter()
+        if not self._started:
+            self.start()
+        method: str = scope["method"]
+        path: str = scope["path"]
+        head = _Head(scope["headers"])
+        match = self.router.match(method, path)
+        exchange = Exchange(method, path, match.template, match.allowed, head.request_id, started)
+        return head, match, exchange
+
+    def quick_limit(self) -> int:
+        """Bodies up to this many bytes may take :meth:`whole` (larger ones wait for a slot
+        and are read and predicted off the loop); 0 until the model is served."""
+        served = self.state.served
+        if served is None:
+            return 0
+        return min(served.limits.large_body_bytes, served.limits.max_body_bytes)
 
     async def _read_body(
         self, scope: Scope, receive: Receive, length: bytes | None, limits: Limits
@@ -284,11 +291,11 @@ class ServingApp:
             )
         return self._pool
 
-    def _finish(
-        self, method: str, path: str, template: str, status: int, request_id: str, started: float
-    ) -> None:
-        seconds = time.perf_counter() - started
-        self.metrics.observe_request(template, method, status, seconds)
+    def finish(self, exchange: Exchange, status: int) -> None:
+        """The request's metrics and its access-log line."""
+        method, path, request_id = exchange.method, exchange.path, exchange.request_id
+        seconds = time.perf_counter() - exchange.started
+        self.metrics.observe_request(exchange.template, method, status, seconds)
         if not self.settings.access_log:
             return
         handler = direct_handler(_access, logging.INFO)
@@ -316,6 +323,93 @@ class ServingApp:
                 None, extra={"fields": fields},
             )  # fmt: skip
             _access.handle(record)
+
+
+class _Head:
+    """What the app reads from a request's headers, in one pass."""
+
+    __slots__ = ("chunked", "content_type", "header_length", "headers", "length", "request_id")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.headers = headers
+        content_type = request_id = header_length = length = None
+        chunked = False
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value
+            elif name == b"inference-header-content-length":
+                header_length = value.decode("latin-1")
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not request_id or len(request_id) > 200 or not request_id.isprintable():
+            request_id = os.urandom(16).hex()  # a uuid4's entropy at a quarter of its cost
+        self.content_type, self.request_id, self.header_length = (
+            content_type,
+            request_id,
+            header_length,
+        )
+        self.length: bytes | None = length
+        self.chunked = chunked
+
+    def request(
+        self, method: str, path: str, body: bytes, version: str | None, in_flight: int
+    ) -> Request:
+        return Request(
+            method, path, body, self.content_type, self.request_id, self.header_length, version,
+            self.headers, in_flight,
+        )  # fmt: skip
+
+
+class Exchange:
+    """One request as the app's log and metrics see it, from its head to its answer."""
+
+    __slots__ = ("allowed", "method", "path", "request_id", "started", "template")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        template: str,
+        allowed: tuple[str, ...],
+        request_id: str,
+        started: float,
+    ) -> None:
+        self.method, self.path, self.template, self.allowed = method, path, template, allowed
+        self.request_id, self.started = request_id, started
+
+    def failed(self, exc: Exception) -> Response:
+        """The answer to what a handler raised: its own status for a ServingError, 413 for
+        running out of memory (an allocation the bounds let through: the request's fault),
+        else 500 with the traceback logged (a bug, not bad input)."""
+        oip = self.path.startswith("/v2")
+        if isinstance(exc, ServingError):
+            return _error(exc, oip=oip, allowed=self.allowed)
+        method, path, request_id = self.method, self.path, self.request_id
+        if isinstance(exc, MemoryError):
+            _log.warning("out of memory on %s %s (request %s)", method, path, request_id)
+            return _error(_out_of_memory(), oip=oip, allowed=self.allowed)
+        _log.error("unhandled error on %s %s (request %s)", method, path, request_id, exc_info=exc)
+        internal = ServingError(500, "INTERNAL_ERROR", f"internal error; request {request_id}")
+        return _error(internal, oip=oip, allowed=self.allowed)
+
+    def settle(self, deferred: Deferred, outputs: asyncio.Future[Outputs]) -> Response:
+        """A micro-batched answer once its batch has run (``outputs`` is done)."""
+        try:
+            return deferred.answer(outputs.result())
+        except Exception as exc:
+            return self.failed(exc)
+
+    def headers(self, response: Response) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"content-type", response.content_type),
+            (b"content-length", str(len(response.body)).encode()),
+            (b"x-request-id", self.request_id.encode("latin-1")),
+            *response.headers,
+        ]
 
 
 def _large(handler: Handler, request: Request) -> Response:

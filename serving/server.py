@@ -40,11 +40,17 @@ from typing import Any, ClassVar, cast
 import httptools
 import uvicorn
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
-from serving.app import TASKS, TIMED_OUT, WAITING, ServingApp, create_app
+from serving.app import TASKS, TIMED_OUT, WAITING, Exchange, ServingApp, create_app
+from serving.batching import Outputs
 from serving.codec import dumps
+from serving.handlers import Deferred, Response
 from serving.logs import configure_logging
 from serving.settings import Settings
 
@@ -125,6 +131,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # of reads that left it incomplete
         self._read = 0  # bytes of the read being parsed
         self._watched: tuple[object, float] | None = None  # (state seen, since) by the sweeper
+        self._parsing = False  # inside data_received's feed_data
+        self._held: RequestResponseCycle | None = None  # its task waits for the read's end
 
     # -- connection ----------------------------------------------------------------------
 
@@ -153,6 +161,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._unset_keepalive_if_required()
         self._read = len(data)
+        self._parsing = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:  # _Refused, from a callback, arrives wrapped in one
@@ -168,6 +177,11 @@ class GuardedProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
+        finally:
+            self._parsing = False
+            held, self._held = self._held, None
+            if held is not None:  # its body is still arriving: the app reads it (ASGI)
+                self._start_task(held, self.app)
         if self.scope is not None and (self.cycle is None or self.cycle.scope is not self.scope):
             if self._head_scope is not self.scope:
                 self._head_scope, self._head_bytes = self.scope, 0
@@ -198,12 +212,105 @@ class GuardedProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None:
             cast(dict[str, Any], cycle.scope)[TASKS] = self.tasks
+
+    # -- whole requests, without an ASGI task ------------------------------------------
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """uvicorn starts a request's task as soon as its head is parsed. A request to the
+        app (not the 503 of a full server, not HEAD, not waiting to send ``100 Continue``)
+        that arrives during a read waits for the read's end instead: if its body completes
+        in that read, :meth:`on_message_complete` answers it without the task."""
         if (
-            cycle is not None
-            and cycle.scope["method"] != "HEAD"  # its response writes no body to carry the head
-            and not isinstance(cycle.transport, _OneWrite)
+            self._parsing
+            and app is self.app
+            and isinstance(app, ServingApp)
+            and cycle.scope["method"] != "HEAD"
+            and not cycle.waiting_for_100_continue
         ):
+            self._held = cycle
+        else:
+            self._start_task(cycle, app)
+
+    def _start_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """uvicorn's start of a request's task, its cycle writing through :class:`_OneWrite`
+        (except HEAD: its response writes no body to carry the head)."""
+        if cycle.scope["method"] != "HEAD" and not isinstance(cycle.transport, _OneWrite):
             cycle.transport = _OneWrite(self.transport, cycle)  # type: ignore[assignment]
+        super()._start_asgi_task(cycle, app)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        cycle = self._held
+        if cycle is None or cycle is not self.cycle or cycle.response_complete:
+            return
+        app = cast(ServingApp, self.app)
+        if len(cycle.body) > app.quick_limit():
+            return  # a large body is read and predicted off the loop, in a slot (ASGI)
+        self._held = None
+        _Whole.of(self.server_state, self.loop).add(self, cycle, app)
+
+    def answer(self, cycle: RequestResponseCycle, app: ServingApp, in_flight: int) -> None:
+        """Answer a request whose body has all arrived (from :class:`_Whole`)."""
+        try:
+            exchange, answer = app.whole(cast(Any, cycle.scope), bytes(cycle.body), in_flight)
+            cycle.body = bytearray()
+            if isinstance(answer, Deferred):  # joined a micro-batch (serving.batching)
+                deferred = answer
+                deferred.outputs.add_done_callback(
+                    lambda outputs: self._settle(cycle, app, exchange, deferred, outputs)
+                )
+            else:
+                self._reply(cycle, app, exchange, answer)
+        except Exception:
+            self._failed(cycle)
+
+    def _settle(
+        self,
+        cycle: RequestResponseCycle,
+        app: ServingApp,
+        exchange: Exchange,
+        deferred: Deferred,
+        outputs: asyncio.Future[Outputs],
+    ) -> None:
+        try:
+            self._reply(cycle, app, exchange, exchange.settle(deferred, outputs))
+        except Exception:
+            self._failed(cycle)
+
+    def _failed(self, cycle: RequestResponseCycle) -> None:
+        """What uvicorn does when an ASGI app raises: log it, then 500 if no response has
+        started (the connection closes), else close the connection. The app answers its own
+        errors; this is for a bug outside its handlers (the log line, the write)."""
+        self.logger.exception("error answering a request")
+        started, cycle.response_complete = cycle.response_started, True
+        if self.transport.is_closing():
+            return
+        if started:
+            self.transport.close()
+        else:
+            self._refuse(500, "Internal Server Error", "INTERNAL_ERROR", "internal server error")
+
+    def _reply(
+        self, cycle: RequestResponseCycle, app: ServingApp, exchange: Exchange, response: Response
+    ) -> None:
+        """Write the response in one ``write`` as uvicorn's cycle would (status line, the
+        app's headers, ``connection: close`` when the connection will not be kept), then
+        what uvicorn does when a response completes (a pipelined request starts, or the
+        keep-alive timer)."""
+        keep = cycle.keep_alive  # a graceful shutdown may have turned it off meanwhile
+        if not cycle.disconnected and not self.transport.is_closing():
+            out = [STATUS_LINE[response.status]]
+            for name, value in exchange.headers(response):
+                out += (name, b": ", value, b"\r\n")
+            out.append(b"\r\n" if keep else b"connection: close\r\n\r\n")
+            out.append(response.body)
+            self.transport.write(b"".join(out))
+        cycle.response_started = cycle.response_complete = True
+        cycle.more_body = False
+        if not keep:
+            self.transport.close()
+        app.finish(exchange, response.status)
+        cycle.on_response()
 
     # -- bounds --------------------------------------------------------------------------
 
@@ -303,6 +410,37 @@ class _OneWrite:
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
+
+
+class _Whole:
+    """The requests answered without an ASGI task (:meth:`GuardedProtocol.on_message_complete`),
+    one list per event loop. They are answered together at the end of the loop's turn, so every
+    request whose bytes arrived in the same wake-up is counted in flight and may join one
+    micro-batch, as they do on uvicorn's path (where each is a task run on the next turn)."""
+
+    _by_state: ClassVar[dict[int, _Whole]] = {}
+
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+        self._state, self._loop = state, loop
+        self._pending: list[tuple[GuardedProtocol, RequestResponseCycle, ServingApp]] = []
+
+    @classmethod
+    def of(cls, state: ServerState, loop: asyncio.AbstractEventLoop) -> _Whole:
+        whole = cls._by_state.get(id(state))
+        if whole is None or whole._state is not state or whole._loop is not loop:
+            whole = cls._by_state[id(state)] = cls(state, loop)
+        return whole
+
+    def add(self, protocol: GuardedProtocol, cycle: RequestResponseCycle, app: ServingApp) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._run)
+        self._pending.append((protocol, cycle, app))
+
+    def _run(self) -> None:
+        pending, self._pending = self._pending, []
+        in_flight = len(pending) + len(self._state.tasks)
+        for protocol, cycle, app in pending:
+            protocol.answer(cycle, app, in_flight)
 
 
 class _Refused(Exception):

@@ -158,3 +158,69 @@ def test_pipelined_requests_head_and_100_continue_get_whole_answers_each_head_wi
         assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         sock.sendall(body)
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+
+
+def _exchange(sock: socket.socket, parts: list[bytes]) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Send ``parts`` as separate reads (a pause between them) and read one whole response:
+    its status line, headers (lowercase names) and body."""
+    for i, part in enumerate(parts):
+        if i:
+            time.sleep(0.1)  # the server has read and parsed what came before
+        sock.sendall(part)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = dict(line.lower().split(b": ", 1) for line in lines)
+    while len(body) < int(headers[b"content-length"]):
+        body += sock.recv(65536)
+    return status, headers, body
+
+
+def test_a_request_read_at_once_gets_the_same_answer_as_one_whose_body_comes_later(
+    server: Server, model_dir: Any
+) -> None:
+    """A request whose head and body arrive in one read is answered without an ASGI task
+    (serving.server, GuardedProtocol.on_message_complete); one whose body arrives later goes
+    through the app's ASGI path. Both answer alike (status, headers, body, keep-alive),
+    errors included, and both write their access-log line."""
+    server.wait_ready()
+    port = int(server.url.rsplit(":", 1)[1])
+    good = json.dumps({"inputs": rows(model_dir, 3)}).encode()
+    requests = [
+        (b"/invocations", b"application/json", good),
+        (b"/invocations", b"application/json", b'{"inputs": [[1, 2'),  # 400
+        (b"/invocations", b"text/plain", good),  # 415
+        (b"/v2/models/other/infer", b"application/json", b"{}"),  # 404, V2 envelope
+    ]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for path, content_type, body in requests:
+            head = (
+                b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nX-Request-ID: r-%d\r\n"
+                b"Content-Length: %d\r\n\r\n" % (path, content_type, len(body), len(body))
+            )
+            at_once = _exchange(sock, [head + body])  # the same connection: kept alive
+            later = _exchange(sock, [head, body])
+            assert at_once == later, (path, body)
+            assert b"connection" not in at_once[1]
+    wanted = [status for status in (200, 400, 415, 404) for _ in "ab"]
+    deadline = time.monotonic() + 5  # the access log is written in batches
+    while True:
+        statuses = [json.loads(line)["status"] for line in server.logs().splitlines()
+                    if '"serving.access"' in line and '"r-' in line]  # fmt: skip
+        if statuses == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert statuses == wanted
+
+    # HTTP/1.0 without keep-alive: the answer says so and the connection closes after it
+    body = json.dumps({"inputs": rows(model_dir, 1)}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /invocations HTTP/1.0\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        status, headers, _ = _exchange(sock, [])
+        assert status == b"HTTP/1.1 200 OK" and headers[b"connection"] == b"close"
+        assert sock.recv(65536) == b""  # closed by the server
