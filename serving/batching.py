@@ -6,7 +6,8 @@ clients and leaves p99 at one client unchanged.
 
 Who joins: a request whose parsed input is one numeric row, for an ONNX classifier, that asks
 for labels only (``/invocations``; ``/v2/.../infer`` with ``outputs`` naming only ``label``)
-and finds other requests in flight (serving.server puts the server's task set in the scope).
+and finds other requests in flight (serving.server counts the requests of the same wake-up
+and the running request tasks).
 A request that is alone predicts at once, exactly as without batching (one client pays one
 comparison). Probabilities and a regressor's values are never batched: onnxruntime's float32
 sums depend on the batch's shape (measured: 3.5018e-05 batched vs 3.5048e-05 alone, within the
