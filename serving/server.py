@@ -165,9 +165,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self._sweepers[key] = self.loop.create_task(_sweep(self.server_state))
 
     def data_received(self, data: bytes) -> None:
-        """uvicorn's, then: a head still incomplete after this read counts it against
-        :data:`MAX_HEAD_BYTES`, so an endless head is cut off within a read of the bound; a
-        head that completes is measured exactly (:meth:`on_headers_complete`)."""
+        """uvicorn's, then: a head still incomplete after this read counts against
+        :data:`MAX_HEAD_BYTES`, so an endless head is cut off within a read of the bound: the
+        part parsed so far when it began in this read (the read may also hold whole requests
+        before it: a client pipelining a burst), the whole read when it began in an earlier
+        one; a head that completes is measured exactly (:meth:`on_headers_complete`)."""
         if self._refused:
             return
         self._unset_keepalive_if_required()
@@ -194,15 +196,17 @@ class GuardedProtocol(HttpToolsProtocol):
             if held is not None:  # its body is still arriving: the app reads it (ASGI)
                 self._start_task(held, self.app)
         if self.scope is not None and (self.cycle is None or self.cycle.scope is not self.scope):
-            if self._head_scope is not self.scope:
-                self._head_scope, self._head_bytes = self.scope, 0
-            self._head_bytes += len(data)
+            if self._head_scope is not self.scope:  # the head began in this read
+                self._head_scope = self.scope
+                self._head_bytes = self._head_size()
+            else:  # it was incomplete before this read and still is: all of it is head
+                self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._refuse_head()
 
     def on_headers_complete(self) -> None:
         if self._read > MAX_HEAD_BYTES or self._head_bytes:  # else the head fits in a read
-            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            size = self._head_size()
             self._head_bytes = 0
             if size > MAX_HEAD_BYTES:
                 self._refuse_head()
@@ -325,6 +329,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # -- bounds --------------------------------------------------------------------------
 
+    def _head_size(self) -> int:
+        """The request line and the headers parsed so far, in bytes (a header still arriving
+        is held by the parser until it ends: at most one read more)."""
+        return len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+
     def sweep(self, now: float) -> None:
         """Called about once a second: close a connection that has waited too long for what
         its client owes: a request's line and headers, or (fresh) anything, for
@@ -404,6 +413,8 @@ class _OneWrite:
         self._headed = False
 
     def write(self, data: bytes) -> None:
+        if self._transport.is_closing():  # the client reset the connection: nobody to tell
+            return  # (uvloop raises on a write to a closed handle; asyncio would drop it)
         head = self._head
         if head is not None:
             self._head = None
